@@ -1,0 +1,36 @@
+# The only entry points: make run, make test, make lint, make bench (make install is implied).
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: install run test test-sqlite lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: install
+	$(BIN)/mailbeacon serve
+
+# The suite runs on SQLite and on a real PostgreSQL server that the tests start themselves
+# (scripts/system-packages installs Debian's postgresql when it is missing).
+test: install
+	scripts/system-packages postgresql
+	$(MAKE) lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/mypy
+
+bench: install
+	scripts/system-packages postgresql nginx wrk
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

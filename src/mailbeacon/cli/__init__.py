@@ -1,0 +1,24 @@
+"""The ``mailbeacon`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from mailbeacon.cli import instrument, replay, secret, serve, stats, users
+
+app = typer.Typer(
+    help="mailbeacon: email open and click tracking that tells the truth about opens.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve.serve)
+app.add_typer(users.app, name="users")
+app.command("instrument")(instrument.instrument)
+app.command("replay")(replay.replay)
+app.command("stats")(stats.stats)
+app.add_typer(secret.app, name="secret")
+
+
+def main() -> None:
+    app()

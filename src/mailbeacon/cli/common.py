@@ -1,0 +1,77 @@
+"""What the commands share: the settings flags, the database, the acting user, output."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from mailbeacon.settings import SETTINGS, Settings, SettingsError
+from mailbeacon.store import queries
+from mailbeacon.store.db import Database
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(1)
+
+
+def with_settings(command: F) -> F:
+    """Give a command every setting as a flag (declared once, in ``settings.SETTINGS``) and call
+    it with the resolved ``settings``."""
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.name != "settings"]
+    flags = [
+        inspect.Parameter(
+            s.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, s.flag, help=f"{s.help} [env: {s.env}]", show_default=False),
+            annotation=str | None,
+        )
+        for s in SETTINGS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {s.name: kwargs.pop(s.name, None) for s in SETTINGS}
+        try:
+            settings = Settings.load(values)
+        except SettingsError as exc:
+            raise fail(str(exc)) from exc
+        return command(*args, settings=settings, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + flags)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def open_db(settings: Settings) -> Database:
+    db = Database(settings.db)
+    db.migrate()
+    return db
+
+
+def acting_user(db: Database, email: str | None) -> int:
+    """The user named by ``--user``, or the first admin."""
+    if email:
+        user_id = db.read(queries.user_by_email, email)
+        if user_id is None:
+            raise fail(f"no user {email!r}: add one with `mailbeacon users add {email}`")
+        return user_id
+    user_id = db.read(queries.first_admin)
+    if user_id is None:
+        raise fail("no user yet: start `mailbeacon serve` once or run `mailbeacon users add`")
+    return user_id
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))

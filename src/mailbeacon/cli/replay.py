@@ -1,0 +1,63 @@
+"""``mailbeacon replay``: recorded hits through the same pipeline as live traffic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from mailbeacon.cli.common import console, errors, open_db, print_json, with_settings
+from mailbeacon.ingest.replay import Replayer
+from mailbeacon.settings import Settings
+from mailbeacon.tracking.tokens import Signer
+
+SHOWN_BAD_LINES = 20
+
+
+@with_settings
+def replay(
+    hits: Annotated[
+        Path, typer.Argument(help="JSON lines: time, method, url, ip, headers.", exists=True)
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    *,
+    settings: Settings,
+) -> None:
+    """Process recorded hits as if received at their `time`; report bad lines by number."""
+    replayer = Replayer(open_db(settings), Signer(settings.secrets))
+    with (
+        hits.open(encoding="utf-8", errors="replace") as lines,
+        Progress(
+            TextColumn("replaying"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=errors,
+            disable=as_json or not errors.is_terminal,
+        ) as progress,
+    ):
+        task = progress.add_task("replay", total=hits.stat().st_size)
+        report = replayer.run(lines, lambda n: progress.advance(task, n))
+    if as_json:
+        print_json(
+            {
+                "lines": report.lines,
+                "recorded": report.recorded,
+                "bad": len(report.bad),
+                "bad_lines": [{"line": n, "error": why} for n, why in report.bad],
+            }
+        )
+    else:
+        for number, why in report.bad[:SHOWN_BAD_LINES]:
+            errors.print(f"{hits}:{number}: {why}", highlight=False, markup=False)
+        if len(report.bad) > SHOWN_BAD_LINES:
+            errors.print(f"… and {len(report.bad) - SHOWN_BAD_LINES} more bad lines")
+        console.print(
+            f"{report.recorded} hits recorded, {len(report.bad)} bad lines, "
+            f"{report.lines} lines read",
+            highlight=False,
+        )
+    if report.bad:
+        raise typer.Exit(1)  # the good lines are recorded all the same

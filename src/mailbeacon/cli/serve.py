@@ -1,0 +1,33 @@
+"""``mailbeacon serve``: tracking routes and API on one machine."""
+
+from __future__ import annotations
+
+import logging
+
+from mailbeacon import accounts
+from mailbeacon.cli.common import console, open_db, with_settings
+from mailbeacon.settings import Settings
+from mailbeacon.store import queries
+from mailbeacon.web.app import App
+from mailbeacon.web.server import serve as run_server
+from mailbeacon.web.services import Services
+
+FIRST_ADMIN = "admin@localhost"
+
+
+@with_settings
+def serve(*, settings: Settings) -> None:
+    """Serve the tracking routes and the API.
+
+    The first start creates an admin user and prints its API key.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    db = open_db(settings)
+    if db.read(queries.count_users) == 0:
+        admin = db.write(accounts.create_user, FIRST_ADMIN, is_admin=True)
+        console.print(f"Created the admin user {admin.email}. Its API key (shown once):")
+        console.print(f"  [bold]{admin.api_key}[/bold]", highlight=False)
+    console.print(f"mailbeacon listening on {settings.public_url}", highlight=False)
+    console.print(f"  API:     {settings.public_url}/api/v1/openapi.json", highlight=False)
+    console.print(f"  data:    {settings.data}  database: {db.dialect}", highlight=False)
+    run_server(App(Services.open(settings)), settings.host, settings.port)

@@ -1,0 +1,104 @@
+"""From a tracking request (live or replayed) to the hit row that is stored.
+
+Everything here is hostile input: headers are cut to a bounded length and kept as text; they are
+escaped wherever they are displayed, never here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from mailbeacon.tracking.tokens import Target
+
+Kind = Literal["open", "click"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_USER_AGENT = 512
+MAX_HEADER = 1024
+
+# Until the classifier exists every hit is `unknown`, and says why (issue #3 replaces this).
+UNCLASSIFIED_REASONS = json.dumps(
+    [{"rule": "unclassified", "why": "No classification rule has looked at this hit yet."}]
+)
+
+
+def normalise_ip(text: str) -> str | None:
+    """The canonical text of an address; IPv4-mapped IPv6 becomes plain IPv4; None if invalid."""
+    try:
+        ip = ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def client_ip(peer: str, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """The client's address: the peer's, unless the peer is a trusted proxy.
+
+    Behind trusted proxies, X-Forwarded-For is read from the right, skipping the proxies
+    themselves; the first address that is not a trusted proxy is the client. Anything a client
+    could have written further left is ignored.
+    """
+    ip = normalise_ip(peer) or peer
+    if not trusted or not forwarded_for or not _is_trusted(ip, trusted):
+        return ip
+    for part in reversed(forwarded_for.split(",")):
+        hop = normalise_ip(part)
+        if hop is None:
+            break
+        ip = hop
+        if not _is_trusted(hop, trusted):
+            break
+    return ip
+
+
+def _is_trusted(ip: str, trusted: Sequence[Network]) -> bool:
+    address = ipaddress.ip_address(ip)
+    return any(address in network for network in trusted)
+
+
+def purpose(headers: Mapping[str, str]) -> str:
+    """The prefetch/preview hint a client sent, if any (Sec-Purpose, Purpose, X-Purpose)."""
+    return headers.get("sec-purpose") or headers.get("purpose") or headers.get("x-purpose") or ""
+
+
+def clean(value: str, limit: int) -> str:
+    """Bounded, storable text: no NUL (PostgreSQL refuses it), no lone surrogates."""
+    value = value[:limit]
+    if value.isascii():
+        return value.replace("\x00", "\ufffd")
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def hit_row(
+    target: Target,
+    kind: Kind,
+    *,
+    at: int,
+    method: str,
+    ip: str,
+    headers: Mapping[str, str],
+) -> tuple[Any, ...]:
+    """A hit in ``queries.HIT_FIELDS`` order; ``headers`` has lower-case names."""
+    return (
+        target.message_id,
+        kind,
+        target.link,
+        at,
+        clean(method, 16),
+        ip,
+        clean(headers.get("user-agent", ""), MAX_USER_AGENT),
+        clean(headers.get("accept", ""), MAX_HEADER),
+        clean(headers.get("accept-language", ""), MAX_HEADER),
+        clean(headers.get("referer", ""), MAX_HEADER),
+        clean(headers.get("via", ""), MAX_HEADER),
+        clean(purpose(headers), MAX_HEADER),
+        "unknown",
+        "unknown",
+        0.0,
+        UNCLASSIFIED_REASONS,
+    )

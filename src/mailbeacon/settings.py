@@ -1,0 +1,179 @@
+"""Every setting, declared once: its flag, its ``MAILBEACON_*`` variable, its default and its help.
+
+Flags win over the environment, the environment over the defaults. The README's configuration
+table is checked against ``SETTINGS`` by a test, so a setting cannot go undocumented.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+MIN_SECRET_LENGTH = 32
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "MAILBEACON_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data", "./mailbeacon-data", "Directory for the SQLite database and the secret."),
+    Setting("db", "", "SQLite file path or postgresql:// URL (default: DATA/mailbeacon.db)."),
+    Setting("listen", "127.0.0.1:8025", "Address and port the HTTP server listens on."),
+    Setting(
+        "public_url",
+        "",
+        "Base URL written into tracking links (default: http://LISTEN).",
+    ),
+    Setting(
+        "trusted_proxies",
+        "",
+        "Comma-separated CIDRs whose X-Forwarded-For header is believed.",
+    ),
+    Setting("smtp_listen", "", "Address and port of the SMTP relay (reserved; not yet served)."),
+    Setting(
+        "secret",
+        "",
+        "Signing secret (at least 32 characters); default: generated into DATA/secret.",
+    ),
+    Setting(
+        "previous_secrets",
+        "",
+        "Comma-separated earlier secrets whose tokens still verify after a rotation.",
+    ),
+)
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"--listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _parse_networks(
+    value: str,
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as exc:
+            raise SettingsError(f"--trusted-proxies: {part!r} is not a CIDR ({exc})") from exc
+    return tuple(networks)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: Path
+    db: str
+    host: str
+    port: int
+    public_url: str
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    smtp_listen: str
+    secrets: tuple[str, ...] = field(repr=False)
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.db.startswith(("postgresql://", "postgres://"))
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        create_secret: bool = True,
+    ) -> Settings:
+        """Resolve every setting from flags, then ``environ``, then defaults; fail fast."""
+        flags = flags or {}
+        environ = os.environ if environ is None else environ
+        raw: dict[str, str] = {}
+        for setting in SETTINGS:
+            value = flags.get(setting.name)
+            if value is None:
+                value = environ.get(setting.env, setting.default)
+            raw[setting.name] = str(value)
+
+        data = Path(raw["data"]).expanduser()
+        db = raw["db"] or str(data / "mailbeacon.db")
+        host, port = _parse_listen(raw["listen"])
+        public_url = (raw["public_url"] or f"http://{raw['listen']}").rstrip("/")
+        if urlsplit(public_url).scheme not in ("http", "https"):
+            raise SettingsError(f"--public-url must be an http(s) URL, got {public_url!r}")
+        keyring = (
+            (raw["secret"],) if raw["secret"] else read_secret_file(data, create=create_secret)
+        )
+        previous = tuple(filter(None, (s.strip() for s in raw["previous_secrets"].split(","))))
+        for secret in (*keyring, *previous):
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise SettingsError(
+                    f"the signing secret is too short ({len(secret)} characters); "
+                    f"use at least {MIN_SECRET_LENGTH}, e.g. `python -c "
+                    f"'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
+        return cls(
+            data=data,
+            db=db,
+            host=host,
+            port=port,
+            public_url=public_url,
+            trusted_proxies=_parse_networks(raw["trusted_proxies"]),
+            smtp_listen=raw["smtp_listen"],
+            secrets=(*keyring, *previous),
+        )
+
+
+def read_secret_file(data: Path, *, create: bool) -> tuple[str, ...]:
+    """The keyring in DATA/secret, newest first, one secret a line.
+
+    On a first start it is generated (mode 0600) when ``create`` allows it.
+    """
+    path = data / "secret"
+    if not path.exists():
+        if not create:
+            raise SettingsError(
+                f"no signing secret: set MAILBEACON_SECRET or run `mailbeacon serve` once "
+                f"to generate {path}"
+            )
+        rotate_secret_file(data)
+    keyring = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not keyring:
+        raise SettingsError(f"{path} is empty; delete it to generate a new secret")
+    return keyring
+
+
+def rotate_secret_file(data: Path) -> None:
+    """Put a new secret first in DATA/secret; older ones keep verifying mail already sent."""
+    path = data / "secret"
+    data.mkdir(parents=True, exist_ok=True)
+    old = path.read_text() if path.exists() else ""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(48) + "\n" + old)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)

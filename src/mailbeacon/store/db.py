@@ -1,0 +1,138 @@
+"""Connections to SQLite or PostgreSQL behind one small interface.
+
+Queries are written once with ``?`` placeholders (see ``queries.py``); :class:`Conn` turns them into
+``%s`` for psycopg. Reads run on per-thread connections; writes go through the single writer
+(``writer.py``) when the server runs, or straight through :meth:`Database.transaction` from the CLI.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+
+import psycopg
+
+from mailbeacon.store.migrations import MIGRATIONS
+
+Dialect = Literal["sqlite", "postgresql"]
+Row = tuple[Any, ...]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Errors a caller may see from either backend when the database misbehaves (disk full, server
+# gone, lock timeout). Tracking routes catch these, log them and still answer.
+DatabaseError: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+
+
+@lru_cache(maxsize=512)
+def _pg(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Conn:
+    """A connection that speaks one placeholder style on both backends."""
+
+    def __init__(self, raw: sqlite3.Connection | psycopg.Connection[Any], dialect: Dialect):
+        self.raw = raw
+        self.dialect = dialect
+
+    def _sql(self, sql: str) -> str:
+        return _pg(sql) if self.dialect == "postgresql" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cur = self.raw.cursor()
+        cur.execute(self._sql(sql), params)
+        return list(cur.fetchall()) if cur.description else []
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = self.execute(sql, params)
+        return rows[0] if rows else None
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.raw.cursor().executemany(self._sql(sql), rows)
+
+
+class Database:
+    """One database, SQLite (a file path) or PostgreSQL (a ``postgresql://`` URL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect: Dialect = (
+            "postgresql" if url.startswith(("postgresql://", "postgres://")) else "sqlite"
+        )
+        self._local = threading.local()
+
+    def connect(self, *, autocommit: bool = False) -> Conn:
+        if self.dialect == "postgresql":
+            return Conn(psycopg.connect(self.url, autocommit=autocommit), "postgresql")
+        Path(self.url).parent.mkdir(parents=True, exist_ok=True)
+        raw = sqlite3.connect(self.url, isolation_level=None, check_same_thread=False)
+        # WAL lets readers run beside the one writer; FULL makes every commit durable, not just
+        # safe against a crash of the process (the writer commits in batches, so it is cheap).
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("PRAGMA synchronous=FULL")
+        raw.execute("PRAGMA busy_timeout=5000")
+        raw.execute("PRAGMA foreign_keys=ON")
+        return Conn(raw, "sqlite")
+
+    @contextmanager
+    def transaction(self, conn: Conn | None = None) -> Iterator[Conn]:
+        """A write transaction, committed on success and rolled back on error."""
+        own = conn is None
+        conn = conn or self.connect()
+        try:
+            if conn.dialect == "sqlite":
+                conn.raw.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.raw.rollback()
+                raise
+            conn.raw.commit()
+        finally:
+            if own:
+                conn.raw.close()
+
+    def write(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kw: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` in its own write transaction (CLI and tests)."""
+        with self.transaction() as conn:
+            return fn(conn, *args, **kw)
+
+    def read(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kw: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` on this thread's read connection."""
+        conn: Conn | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.connect(autocommit=True)
+        try:
+            return fn(conn, *args, **kw)
+        except DatabaseError:
+            self._local.conn = None  # a broken connection is not reused: the next read reconnects
+            conn.raw.close()
+            raise
+
+    def migrate(self) -> int:
+        """Bring the schema up to date; return the version reached."""
+        with self.transaction() as conn:
+            if conn.dialect == "postgresql":
+                # Several nodes may start at once: one migrates, the others wait for it.
+                conn.execute("SELECT pg_advisory_xact_lock(7151)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in MIGRATIONS:
+                if migration.version in done:
+                    continue
+                for statement in migration.statements(conn.dialect):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                    (migration.version, migration.name),
+                )
+        return MIGRATIONS[-1].version

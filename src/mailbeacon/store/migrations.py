@@ -1,0 +1,97 @@
+"""Versioned schema migrations, with the two dialects side by side.
+
+Times are integers: microseconds since the Unix epoch, UTC. That keeps both stores identical
+and exact. A migration is never edited once released; a change is a new migration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str  # `{id}` is replaced by the dialect's auto-increment primary key
+
+    def statements(self, dialect: Literal["sqlite", "postgresql"]) -> list[str]:
+        identity = {
+            "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "postgresql": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        }[dialect]
+        text = self.sql.replace("{id}", identity)
+        return [s.strip() for s in text.split(";") if s.strip()]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "core",
+        """
+        CREATE TABLE users (
+            id {id},
+            email TEXT NOT NULL UNIQUE,
+            is_admin BOOLEAN NOT NULL DEFAULT FALSE,
+            created_at BIGINT NOT NULL
+        );
+        CREATE TABLE api_keys (
+            id {id},
+            user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            key_hash TEXT NOT NULL UNIQUE,   -- sha256 of the key: keys are random, never stored
+            prefix TEXT NOT NULL,            -- the first characters, to tell keys apart
+            created_at BIGINT NOT NULL
+        );
+        CREATE TABLE recipients (
+            id {id},
+            user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            address TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            UNIQUE (user_id, address)
+        );
+        CREATE TABLE messages (
+            id TEXT PRIMARY KEY,             -- 12 random bytes, base64url, named by tokens
+            user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            recipient_id BIGINT NOT NULL REFERENCES recipients (id) ON DELETE CASCADE,
+            campaign TEXT,
+            sender TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            sent_at BIGINT NOT NULL,
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX messages_by_user ON messages (user_id, created_at);
+        CREATE INDEX messages_by_campaign ON messages (user_id, campaign);
+        CREATE TABLE links (
+            message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            url TEXT NOT NULL,
+            PRIMARY KEY (message_id, position)
+        );
+        -- No foreign key to messages: a hit whose message is gone (erased) is simply not
+        -- inserted (see queries.INSERT_HIT), and one such hit never fails a whole batch.
+        CREATE TABLE hits (
+            id {id},
+            message_id TEXT NOT NULL,
+            user_id BIGINT NOT NULL,
+            kind TEXT NOT NULL,              -- 'open' | 'click'
+            link INTEGER,                    -- the link's position, for clicks
+            at BIGINT NOT NULL,
+            method TEXT NOT NULL,
+            ip TEXT NOT NULL,
+            user_agent TEXT NOT NULL,
+            accept TEXT NOT NULL,
+            accept_language TEXT NOT NULL,
+            referer TEXT NOT NULL,
+            via TEXT NOT NULL,
+            purpose TEXT NOT NULL,           -- Sec-Purpose, Purpose or X-Purpose
+            verdict TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            reasons TEXT NOT NULL            -- JSON list of {"rule", "why"}
+        );
+        CREATE INDEX hits_by_message ON hits (message_id, id);
+        CREATE INDEX hits_by_user ON hits (user_id, id)
+        """,
+    ),
+)

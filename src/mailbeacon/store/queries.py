@@ -1,0 +1,192 @@
+"""Every SQL statement of mailbeacon, one function a query, the same text on both stores.
+
+Each function takes a :class:`Conn` first so that it can run on a reader's connection, inside the
+writer's transaction, or in a CLI transaction alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mailbeacon.store.db import Conn, Row
+
+# --- users and API keys ---------------------------------------------------------------------
+
+
+class DuplicateUser(Exception):
+    pass
+
+
+def create_user(conn: Conn, email: str, *, is_admin: bool, now: int) -> int:
+    if conn.one("SELECT id FROM users WHERE email = ?", (email,)):
+        raise DuplicateUser(email)
+    [(user_id,)] = conn.execute(
+        "INSERT INTO users (email, is_admin, created_at) VALUES (?, ?, ?) RETURNING id",
+        (email, is_admin, now),
+    )
+    return int(user_id)
+
+
+def add_api_key(conn: Conn, user_id: int, key_hash: str, prefix: str, *, now: int) -> None:
+    conn.execute(
+        "INSERT INTO api_keys (user_id, key_hash, prefix, created_at) VALUES (?, ?, ?, ?)",
+        (user_id, key_hash, prefix, now),
+    )
+
+
+def user_for_key(conn: Conn, key_hash: str) -> tuple[int, str] | None:
+    row = conn.one(
+        "SELECT u.id, u.email FROM api_keys k JOIN users u ON u.id = k.user_id "
+        "WHERE k.key_hash = ?",
+        (key_hash,),
+    )
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def user_by_email(conn: Conn, email: str) -> int | None:
+    row = conn.one("SELECT id FROM users WHERE email = ?", (email,))
+    return int(row[0]) if row else None
+
+
+def first_admin(conn: Conn) -> int | None:
+    row = conn.one("SELECT id FROM users WHERE is_admin ORDER BY id LIMIT 1")
+    return int(row[0]) if row else None
+
+
+def count_users(conn: Conn) -> int:
+    row = conn.one("SELECT COUNT(*) FROM users")
+    return int(row[0]) if row else 0
+
+
+# --- messages and links ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    id: str
+    recipient: str
+    campaign: str | None
+    sender: str
+    subject: str
+    sent_at: int
+    links: Sequence[str]  # by position
+
+
+def save_messages(conn: Conn, user_id: int, messages: Iterable[NewMessage], *, now: int) -> None:
+    for m in messages:
+        [(recipient_id,)] = conn.execute(
+            "INSERT INTO recipients (user_id, address, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (user_id, address) DO UPDATE SET address = excluded.address "
+            "RETURNING id",
+            (user_id, m.recipient, now),
+        )
+        conn.execute(
+            "INSERT INTO messages (id, user_id, recipient_id, campaign, sender, subject, "
+            "sent_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (m.id, user_id, recipient_id, m.campaign, m.sender, m.subject, m.sent_at, now),
+        )
+        if m.links:
+            conn.executemany(
+                "INSERT INTO links (message_id, position, url) VALUES (?, ?, ?)",
+                [(m.id, position, url) for position, url in enumerate(m.links)],
+            )
+
+
+def link_url(conn: Conn, message_id: str, position: int) -> str | None:
+    row = conn.one(
+        "SELECT url FROM links WHERE message_id = ? AND position = ?", (message_id, position)
+    )
+    return str(row[0]) if row else None
+
+
+def links_of(conn: Conn, message_id: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT url FROM links WHERE message_id = ? ORDER BY position", (message_id,)
+    )
+    return [str(r[0]) for r in rows]
+
+
+MESSAGE_COLUMNS = (
+    "m.id, r.address, m.campaign, m.sender, m.subject, m.sent_at, m.created_at, "
+    "(SELECT COUNT(*) FROM hits h WHERE h.message_id = m.id AND h.kind = 'open'), "
+    "(SELECT COUNT(*) FROM hits h WHERE h.message_id = m.id AND h.kind = 'click')"
+)
+
+
+def message(conn: Conn, user_id: int, message_id: str) -> Row | None:
+    return conn.one(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        "WHERE m.id = ? AND m.user_id = ?",
+        (message_id, user_id),
+    )
+
+
+# --- hits -----------------------------------------------------------------------------------
+
+HIT_FIELDS = (
+    "message_id, kind, link, at, method, ip, user_agent, accept, accept_language, referer, "
+    "via, purpose, verdict, agent, confidence, reasons"
+)
+
+# The user comes from the message, and a hit whose message does not exist (erased) inserts
+# nothing instead of failing the batch it is in.
+INSERT_HIT = (
+    f"INSERT INTO hits (user_id, {HIT_FIELDS}) "
+    "SELECT m.user_id, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    "FROM messages m WHERE m.id = ?"
+)
+
+
+def insert_hits(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert hits given as tuples in ``HIT_FIELDS`` order."""
+    conn.executemany(INSERT_HIT, [(*row, row[0]) for row in rows])
+
+
+EVENT_COLUMNS = f"h.id, {HIT_FIELDS}, l.url"
+_EVENT_FROM = "FROM hits h LEFT JOIN links l ON l.message_id = h.message_id AND l.position = h.link"
+
+
+def hits_of(conn: Conn, message_id: str) -> list[Row]:
+    return conn.execute(
+        f"SELECT {EVENT_COLUMNS} {_EVENT_FROM} WHERE h.message_id = ? ORDER BY h.id",
+        (message_id,),
+    )
+
+
+def events(conn: Conn, user_id: int, after: int, limit: int) -> list[Row]:
+    return conn.execute(
+        f"SELECT {EVENT_COLUMNS} {_EVENT_FROM} WHERE h.user_id = ? AND h.id > ? "
+        "ORDER BY h.id LIMIT ?",
+        (user_id, after, limit),
+    )
+
+
+def count_hits(conn: Conn) -> int:
+    row = conn.one("SELECT COUNT(*) FROM hits")
+    return int(row[0]) if row else 0
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def campaign_counts(conn: Conn, user_id: int, campaign: str | None) -> list[Row]:
+    """Per campaign (all when ``campaign`` is None): name, delivered, messages opened, messages
+    clicked, open hits, click hits. Messages sent outside a campaign are grouped under NULL."""
+    where = "m.user_id = ?" + ("" if campaign is None else " AND m.campaign = ?")
+    params: tuple[Any, ...] = (user_id, user_id) + (() if campaign is None else (campaign,))
+    return conn.execute(
+        "SELECT m.campaign, COUNT(*), "
+        "SUM(CASE WHEN h.opens > 0 THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN h.clicks > 0 THEN 1 ELSE 0 END), "
+        "COALESCE(SUM(h.opens), 0), COALESCE(SUM(h.clicks), 0) "
+        "FROM messages m LEFT JOIN ("
+        "  SELECT message_id, "
+        "  SUM(CASE WHEN kind = 'open' THEN 1 ELSE 0 END) AS opens, "
+        "  SUM(CASE WHEN kind = 'click' THEN 1 ELSE 0 END) AS clicks "
+        "  FROM hits WHERE user_id = ? GROUP BY message_id"
+        f") h ON h.message_id = m.id WHERE {where} "
+        "GROUP BY m.campaign ORDER BY m.campaign",
+        params,
+    )

@@ -1,0 +1,1 @@
+"""What goes into a tracked email: signed tokens, the pixel, the per-recipient registration."""

@@ -1,0 +1,126 @@
+"""Register tracked messages: one copy per recipient, each with its own pixel and link tokens.
+
+Registration is pure (ids, tokens, rewritten HTML); the caller stores the result with
+``queries.save_messages`` in one transaction, through the writer or from the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mailbeacon.instrument.html import rewrite_html
+from mailbeacon.instrument.mime import instrument_message
+from mailbeacon.store.queries import NewMessage
+from mailbeacon.tracking.tokens import Signer, new_message_id
+
+MAX_LINKS = 65536  # a click token has two bytes for the link's position
+MAX_URL = 8192  # longer URLs are left as they are rather than stored
+
+
+def _is_clean(url: str) -> bool:
+    """No whitespace or control characters: such a URL is left alone, never put in a header."""
+    return not any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    subject: str
+    campaign: str | None
+    sent_at: int  # microseconds since the epoch
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """One recipient's tracked copy."""
+
+    message: NewMessage
+    pixel_url: str
+    tracked_urls: Sequence[str]  # by link position, beside message.links
+    html: str | None = None  # the rewritten HTML part, for the API
+    eml: bytes | None = None  # the rewritten message, for `mailbeacon instrument`
+
+
+class Tracker:
+    """Mints the URLs of one message: its pixel and one redirect per distinct link."""
+
+    def __init__(self, signer: Signer, public_url: str, message_id: str) -> None:
+        self.signer = signer
+        self.public_url = public_url
+        self.message_id = message_id
+        self.links: list[str] = []
+        self.tracked: list[str] = []
+        self._position: dict[str, int] = {}
+
+    @property
+    def pixel_url(self) -> str:
+        return f"{self.public_url}/o/{self.signer.sign('o', self.message_id)}.gif"
+
+    def track_link(self, url: str) -> str | None:
+        position = self._position.get(url)
+        if position is None:
+            if len(self.links) >= MAX_LINKS or len(url) > MAX_URL or not _is_clean(url):
+                return None
+            position = self._position[url] = len(self.links)
+            self.links.append(url)
+            token = self.signer.sign("c", self.message_id, position)
+            self.tracked.append(f"{self.public_url}/c/{token}")
+        return self.tracked[position]
+
+    def rewrite(self, html: str) -> str:
+        return rewrite_html(html, self.pixel_url, self.track_link)
+
+    def result(
+        self,
+        recipient: str,
+        envelope: Envelope,
+        *,
+        html: str | None = None,
+        eml: bytes | None = None,
+    ) -> Tracked:
+        message = NewMessage(
+            id=self.message_id,
+            recipient=recipient,
+            campaign=envelope.campaign,
+            sender=envelope.sender,
+            subject=envelope.subject,
+            sent_at=envelope.sent_at,
+            links=tuple(self.links),
+        )
+        return Tracked(message, self.pixel_url, tuple(self.tracked), html=html, eml=eml)
+
+
+def _each_recipient(
+    signer: Signer,
+    public_url: str,
+    recipients: Sequence[str],
+    make: Callable[[Tracker, str], Tracked],
+) -> list[Tracked]:
+    return [make(Tracker(signer, public_url, new_message_id()), r) for r in recipients]
+
+
+def track_html(
+    signer: Signer, public_url: str, envelope: Envelope, recipients: Sequence[str], html: str
+) -> list[Tracked]:
+    """A tracked copy of an HTML body for each recipient."""
+    return _each_recipient(
+        signer,
+        public_url,
+        recipients,
+        lambda tracker, r: tracker.result(r, envelope, html=tracker.rewrite(html)),
+    )
+
+
+def track_eml(
+    signer: Signer, public_url: str, envelope: Envelope, recipients: Sequence[str], raw: bytes
+) -> list[Tracked]:
+    """A tracked copy of a whole message (RFC 5322 bytes) for each recipient."""
+    return _each_recipient(
+        signer,
+        public_url,
+        recipients,
+        lambda tracker, r: tracker.result(
+            r, envelope, eml=instrument_message(raw, tracker.rewrite)
+        ),
+    )

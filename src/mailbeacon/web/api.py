@@ -1,0 +1,199 @@
+"""The REST API under ``/api/v1``: thin handlers that parse, authorise and call one function.
+
+Every route but the OpenAPI document needs ``Authorization: Bearer <API key>``; a user sees only
+their own messages, hits and campaigns. Errors are ``{"error": "..."}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mailbeacon import accounts, reports
+from mailbeacon.store import queries
+from mailbeacon.tracking.register import Envelope, track_html
+from mailbeacon.web.openapi import OPENAPI
+from mailbeacon.web.services import Services
+
+MAX_BODY = 10 * 1024 * 1024
+MAX_RECIPIENTS = 1000
+MAX_PAGE = 1000
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+Handler = Callable[[Request, int], Awaitable[Response]]
+
+
+def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Resolve the bearer key to a user, and turn ``ApiError`` into its JSON answer."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            scheme, _, key = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
+            user = await _services(request).read(queries.user_for_key, accounts.key_hash(key))
+            if user is None:
+                raise ApiError(401, "unknown API key")
+            return await handler(request, user[0])
+        except ApiError as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    return endpoint
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise ApiError(413, f"body too large: at most {MAX_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise ApiError(413, f"body too large: at most {MAX_BODY} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return data
+
+
+def _address(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise ApiError(422, f"{field}: expected an email address as a string")
+    _, address = parseaddr(value)
+    if "@" not in address or len(address) > 254 or any(c.isspace() or ord(c) < 0x20 for c in value):
+        raise ApiError(422, f"{field}: {value!r} is not an email address")
+    return address
+
+
+def _text(data: dict[str, Any], field: str, *, required: bool, limit: int) -> str | None:
+    value = data.get(field)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(422, f"{field}: expected a string")
+    if len(value) > limit:
+        raise ApiError(422, f"{field}: at most {limit} characters")
+    return value
+
+
+def _sent_at(value: Any) -> int:
+    if value is None:
+        return accounts.now_us()
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ApiError(422, "sent_at: expected ISO 8601 with a time zone, e.g. 2026-12-01T09:30Z")
+    return int(moment.timestamp() * 1_000_000)
+
+
+async def create_messages(request: Request, user_id: int) -> Response:
+    data = await _json_body(request)
+    to = data.get("to")
+    if not isinstance(to, list) or not to:
+        raise ApiError(422, "to: expected a non-empty list of email addresses")
+    if len(to) > MAX_RECIPIENTS:
+        raise ApiError(422, f"to: at most {MAX_RECIPIENTS} recipients a request")
+    recipients = [_address(r, f"to[{i}]") for i, r in enumerate(to)]
+    html = _text(data, "html", required=True, limit=MAX_BODY) or ""
+    _text(data, "text", required=False, limit=MAX_BODY)  # accepted, kept by the caller
+    envelope = Envelope(
+        sender=_address(data.get("from"), "from"),
+        subject=_text(data, "subject", required=True, limit=998) or "",
+        campaign=_text(data, "campaign", required=False, limit=200),
+        sent_at=_sent_at(data.get("sent_at")),
+    )
+    services = _services(request)
+    tracked = await anyio.to_thread.run_sync(
+        track_html, services.signer, services.settings.public_url, envelope, recipients, html
+    )
+    await services.writer.run(
+        queries.save_messages, user_id, [t.message for t in tracked], now=accounts.now_us()
+    )
+    return JSONResponse(
+        {
+            "messages": [
+                {
+                    "id": t.message.id,
+                    "recipient": t.message.recipient,
+                    "pixel_url": t.pixel_url,
+                    "links": [
+                        {"url": url, "tracked_url": tracked_url}
+                        for url, tracked_url in zip(t.message.links, t.tracked_urls, strict=True)
+                    ],
+                    "html": t.html,
+                }
+                for t in tracked
+            ]
+        },
+        status_code=201,
+    )
+
+
+async def get_message(request: Request, user_id: int) -> Response:
+    found = await _services(request).read(
+        reports.message, user_id, request.path_params["message_id"]
+    )
+    if found is None:
+        raise ApiError(404, "no such message")
+    return JSONResponse(found)
+
+
+def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(400, f"{name}: expected a non-negative integer")
+    return min(int(raw), maximum)
+
+
+async def list_events(request: Request, user_id: int) -> Response:
+    after = _int_param(request, "after", 0, 2**62)
+    limit = max(1, _int_param(request, "limit", 100, MAX_PAGE))
+    return JSONResponse(await _services(request).read(reports.events, user_id, after, limit))
+
+
+async def campaign_stats(request: Request, user_id: int) -> Response:
+    name = request.path_params["name"]
+    found = await _services(request).read(reports.campaign_stats, user_id, name)
+    if not found:
+        raise ApiError(404, "no messages in this campaign")
+    return JSONResponse(found[0])
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(OPENAPI)
+
+
+ROUTES = [
+    Route("/api/v1/messages", authenticated(create_messages), methods=["POST"]),
+    Route("/api/v1/messages/{message_id}", authenticated(get_message), methods=["GET"]),
+    Route("/api/v1/events", authenticated(list_events), methods=["GET"]),
+    Route("/api/v1/campaigns/{name}/stats", authenticated(campaign_stats), methods=["GET"]),
+    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+]

@@ -1,0 +1,64 @@
+"""The ASGI application: tracking routes in front, the Starlette app (API, robots) behind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from mailbeacon.web.api import ROUTES as API_ROUTES
+from mailbeacon.web.services import Services
+from mailbeacon.web.tracking import Receive, Scope, Send, TrackingRoutes
+
+ROBOTS = "User-agent: *\nDisallow: /o/\nDisallow: /c/\n"
+
+
+async def robots(request: Request) -> Response:
+    return PlainTextResponse(ROBOTS)
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok\n")
+
+
+class App:
+    """Dispatches ``/o/`` and ``/c/`` to the raw tracking routes, all else to Starlette."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.tracking = TrackingRoutes(
+            services.signer, services.writer, services.db, services.settings.trusted_proxies
+        )
+
+        @asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            services.writer.start()
+            try:
+                yield
+            finally:
+                services.writer.stop()
+
+        self.starlette = Starlette(
+            routes=[
+                *API_ROUTES,
+                Route("/robots.txt", robots),
+                Route("/healthz", healthz),
+            ],
+            lifespan=lifespan,
+        )
+        self.starlette.state.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith("/o/"):
+                await self.tracking.pixel(scope, receive, send)
+                return
+            if path.startswith("/c/"):
+                await self.tracking.click(scope, receive, send)
+                return
+        await self.starlette(scope, receive, send)

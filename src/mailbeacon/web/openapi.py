@@ -1,0 +1,218 @@
+"""The OpenAPI document of ``/api/v1``, served at ``/api/v1/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailbeacon import __version__
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": _json(_ref("Error"), "Malformed request"),
+    "401": _json(_ref("Error"), "Missing or unknown API key"),
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "mailbeacon",
+        "version": __version__,
+        "description": "Email open and click tracking that tells the truth about opens.",
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            },
+            "NewMessages": {
+                "type": "object",
+                "required": ["from", "to", "subject", "html"],
+                "properties": {
+                    "from": {"type": "string", "format": "email"},
+                    "to": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "email"},
+                        "minItems": 1,
+                        "maxItems": 1000,
+                    },
+                    "subject": {"type": "string", "maxLength": 998},
+                    "html": {"type": "string"},
+                    "text": {"type": "string"},
+                    "campaign": {"type": "string", "maxLength": 200},
+                    "sent_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "TrackedMessage": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "recipient": {"type": "string"},
+                    "pixel_url": {"type": "string"},
+                    "links": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "url": {"type": "string"},
+                                "tracked_url": {"type": "string"},
+                            },
+                        },
+                    },
+                    "html": {"type": "string"},
+                },
+            },
+            "Event": {
+                "type": "object",
+                "description": "One pixel or link hit.",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "message_id": {"type": "string"},
+                    "time": {"type": "string", "format": "date-time"},
+                    "kind": {"enum": ["open", "click"]},
+                    "method": {"type": "string"},
+                    "verdict": {"enum": ["human", "machine", "self", "unknown"]},
+                    "agent": {"type": "string"},
+                    "confidence": {"type": "number"},
+                    "reasons": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"rule": {"type": "string"}, "why": {"type": "string"}},
+                        },
+                    },
+                    "ip": {"type": "string"},
+                    "user_agent": {"type": "string"},
+                    "url": {"type": "string", "description": "Clicks only."},
+                },
+            },
+            "Message": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "recipient": {"type": "string"},
+                    "from": {"type": "string"},
+                    "subject": {"type": "string"},
+                    "campaign": {"type": ["string", "null"]},
+                    "sent_at": {"type": "string", "format": "date-time"},
+                    "opened": {"type": "boolean"},
+                    "counts": {
+                        "type": "object",
+                        "properties": {
+                            "opens": {"type": "integer"},
+                            "clicks": {"type": "integer"},
+                        },
+                    },
+                    "links": {"type": "array", "items": {"type": "string"}},
+                    "hits": {"type": "array", "items": _ref("Event")},
+                },
+            },
+            "CampaignStats": {
+                "type": "object",
+                "properties": {
+                    "campaign": {"type": "string"},
+                    "delivered": {"type": "integer"},
+                    "unique_opens": {"type": "integer"},
+                    "unique_clicks": {"type": "integer"},
+                    "opens": {"type": "integer"},
+                    "clicks": {"type": "integer"},
+                    "naive_open_rate": {"type": "number"},
+                    "naive_click_rate": {"type": "number"},
+                },
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/api/v1/messages": {
+            "post": {
+                "summary": "Register a tracked message: one copy per recipient",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewMessages")}},
+                },
+                "responses": {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "messages": {"type": "array", "items": _ref("TrackedMessage")}
+                            },
+                        },
+                        "The tracked copies",
+                    ),
+                    **_ERRORS,
+                    "413": _json(_ref("Error"), "Body too large"),
+                    "422": _json(_ref("Error"), "Invalid field"),
+                },
+            }
+        },
+        "/api/v1/messages/{message_id}": {
+            "get": {
+                "summary": "A message, its open state and its hits",
+                "parameters": [
+                    {
+                        "name": "message_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref("Message"), "The message"),
+                    **_ERRORS,
+                    "404": _json(_ref("Error"), "No such message"),
+                },
+            }
+        },
+        "/api/v1/events": {
+            "get": {
+                "summary": "All hits, oldest first, cursor-paginated",
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "maximum": 1000},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "events": {"type": "array", "items": _ref("Event")},
+                                "next": {"type": "string"},
+                            },
+                        },
+                        "A page of events; pass `next` as `after` for the following page",
+                    ),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/v1/campaigns/{name}/stats": {
+            "get": {
+                "summary": "A campaign's statistics",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json(_ref("CampaignStats"), "The campaign's figures"),
+                    **_ERRORS,
+                    "404": _json(_ref("Error"), "No messages in this campaign"),
+                },
+            }
+        },
+    },
+}

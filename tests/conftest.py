@@ -1,0 +1,127 @@
+"""Fixtures: every store test runs on SQLite and on a real PostgreSQL server, with personas.
+
+Personas (Healthchecks style): ``alice`` owns the data under test, ``bob`` is an outsider.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from mailbeacon import accounts
+from mailbeacon.settings import Settings
+from mailbeacon.store.db import Database
+from mailbeacon.web.app import App
+from mailbeacon.web.services import Services
+from tests.support.postgres import TemporaryPostgres
+
+SECRET = "test-secret-" + "x" * 40
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TemporaryPostgres]:
+    server = TemporaryPostgres().start()
+    template = server.create_database("mailbeacon_template")
+    Database(template).migrate()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "mailbeacon.db")
+    server: TemporaryPostgres = request.getfixturevalue("postgres")
+    return server.create_database(f"test_{next(_databases)}", template="mailbeacon_template")
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings.load(
+        {
+            "data": str(tmp_path / "data"),
+            "db": db_url,
+            "listen": "127.0.0.1:8025",
+            "public_url": "https://t.example.test",
+            "secret": SECRET,
+            "trusted_proxies": "",
+            "previous_secrets": "",
+            "smtp_listen": "",
+        },
+        environ={},
+    )
+
+
+@pytest.fixture
+def db(settings: Settings) -> Database:
+    database = Database(settings.db)
+    database.migrate()
+    return database
+
+
+@dataclass
+class Persona:
+    id: int
+    email: str
+    api_key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def _persona(db: Database, email: str) -> Persona:
+    user = db.write(accounts.create_user, email)
+    return Persona(user.id, user.email, user.api_key)
+
+
+@pytest.fixture
+def alice(db: Database) -> Persona:
+    return _persona(db, "alice@example.test")
+
+
+@pytest.fixture
+def bob(db: Database) -> Persona:
+    return _persona(db, "bob@example.test")
+
+
+@pytest.fixture
+def services(settings: Settings, db: Database) -> Services:
+    return Services.open(settings)
+
+
+PEER = ("203.0.113.7", 50000)
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(App(services), base_url="https://t.example.test", client=PEER) as test_client:
+        yield test_client
+
+
+HTML = (
+    '<html><body><p>Hi <a href="https://shop.example.test/sale?a=1&amp;b=2">the sale</a>, '
+    '<a href="mailto:help@example.test">help</a> '
+    '<a href="https://example.test/blog">blog</a></p></body></html>'
+)
+
+
+def send(
+    client: TestClient, persona: Persona, html: str = HTML, **fields: object
+) -> dict[str, Any]:
+    """Register one tracked message for ``persona`` through the API; return its copy."""
+    body = {"from": persona.email, "to": ["reader@example.test"], "subject": "Hello", "html": html}
+    response = client.post("/api/v1/messages", json={**body, **fields}, headers=persona.auth)
+    assert response.status_code == 201, response.text
+    return response.json()["messages"][0]
+
+
+def path_of(url: str) -> str:
+    return url.removeprefix("https://t.example.test")

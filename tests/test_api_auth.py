@@ -1,0 +1,60 @@
+"""Tenant isolation: an outsider (bob) sees nothing of alice's, on every route."""
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import Persona, path_of, send
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/messages"),
+        ("GET", "/api/v1/messages/AAAAAAAAAAAAAAAA"),
+        ("GET", "/api/v1/events"),
+        ("GET", "/api/v1/campaigns/x/stats"),
+    ],
+)
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer ", "Bearer mb_not-a-key", "Basic YWxpY2U6cHc="]
+)
+def test_every_api_route_needs_a_valid_key(
+    client: TestClient, method: str, path: str, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = client.request(method, path, headers=headers, json={})
+    assert response.status_code == 401
+    assert "API key" in response.json()["error"]
+
+
+def test_an_outsider_cannot_see_a_message(client: TestClient, alice: Persona, bob: Persona) -> None:
+    message = send(client, alice)
+    assert client.get(f"/api/v1/messages/{message['id']}", headers=bob.auth).status_code == 404
+    assert client.get(f"/api/v1/messages/{message['id']}", headers=alice.auth).status_code == 200
+
+
+def test_an_outsider_sees_none_of_the_events(
+    client: TestClient, alice: Persona, bob: Persona
+) -> None:
+    message = send(client, alice)
+    client.get(path_of(message["pixel_url"]))
+    assert client.get("/api/v1/events", headers=bob.auth).json()["events"] == []
+    assert len(client.get("/api/v1/events", headers=alice.auth).json()["events"]) == 1
+
+
+def test_an_outsider_cannot_read_campaign_stats(
+    client: TestClient, alice: Persona, bob: Persona
+) -> None:
+    send(client, alice, campaign="launch")
+    assert client.get("/api/v1/campaigns/launch/stats", headers=bob.auth).status_code == 404
+    assert client.get("/api/v1/campaigns/launch/stats", headers=alice.auth).status_code == 200
+
+
+def test_the_openapi_document_is_public_and_names_every_route(client: TestClient) -> None:
+    spec = client.get("/api/v1/openapi.json").json()
+    assert set(spec["paths"]) == {
+        "/api/v1/messages",
+        "/api/v1/messages/{message_id}",
+        "/api/v1/events",
+        "/api/v1/campaigns/{name}/stats",
+    }
