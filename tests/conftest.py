@@ -60,10 +60,22 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def db(settings: Settings) -> Database:
+def db(settings: Settings) -> Iterator[Database]:
     database = Database(settings.db)
     database.migrate()
-    return database
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def env(settings: Settings) -> dict[str, str]:
+    """The environment that points a CLI command at the test's store."""
+    return {
+        "MAILBEACON_DATA": str(settings.data),
+        "MAILBEACON_DB": settings.db,
+        "MAILBEACON_SECRET": SECRET,
+        "MAILBEACON_PUBLIC_URL": settings.public_url,
+    }
 
 
 @dataclass

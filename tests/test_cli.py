@@ -1,23 +1,10 @@
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from mailbeacon.cli import app
-from mailbeacon.settings import Settings
-from tests.conftest import SECRET
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def env(settings: Settings) -> dict[str, str]:
-    return {
-        "MAILBEACON_DATA": str(settings.data),
-        "MAILBEACON_DB": settings.db,
-        "MAILBEACON_SECRET": SECRET,
-        "MAILBEACON_PUBLIC_URL": settings.public_url,
-    }
 
 
 def test_users_add_prints_the_key_as_json(env: dict[str, str]) -> None:

@@ -26,6 +26,7 @@ def register(server: ServerProcess, persona: Persona) -> str:
     response = conn.getresponse()
     assert response.status == 201
     pixel: str = json.loads(response.read())["messages"][0]["pixel_url"]
+    conn.close()
     return pixel.removeprefix(server.url)
 
 
@@ -43,6 +44,7 @@ def hammer(port: int, path: str, answered: list[int], stop: threading.Event) -> 
     except (OSError, http.client.HTTPException):
         pass
     finally:
+        conn.close()
         answered.append(count)
 
 

@@ -97,9 +97,7 @@ def test_it_truncates_long_user_agents(client: TestClient, alice: Persona) -> No
 def test_it_stores_hostile_bytes_as_text(client: TestClient, alice: Persona) -> None:
     message = send(client, alice)
     agent = '"><img src=x onerror=alert(1)>\u202e\u200b'
-    client.get(
-        path_of(message["pixel_url"]), headers={"User-Agent": agent.encode().decode("latin-1")}
-    )
+    client.get(path_of(message["pixel_url"]), headers={"User-Agent": agent.encode()})
     [hit] = hits(client, alice, message["id"])
     assert hit["user_agent"] == agent
 
@@ -145,7 +143,7 @@ header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     prefix=st.sampled_from(["/o/", "/c/"]),
-    tail=st.text(max_size=80),
+    tail=st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=80),
     method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]),
     headers=st.dictionaries(
         st.sampled_from(["user-agent", "x-forwarded-for", "accept", "referer", "purpose"]),

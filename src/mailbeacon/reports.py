@@ -72,9 +72,9 @@ def campaign_stats(conn: Conn, user_id: int, campaign: str | None = None) -> lis
     included; that is what most tools show, and why it is called naive.
     """
     out = []
-    for name, delivered, opened, clicked, opens, clicks in queries.campaign_counts(
-        conn, user_id, campaign
-    ):
+    for name, *counts in queries.campaign_counts(conn, user_id, campaign):
+        # PostgreSQL sums to NUMERIC; both stores give whole numbers.
+        delivered, opened, clicked, opens, clicks = (int(c or 0) for c in counts)
         out.append(
             {
                 "campaign": name,

@@ -17,8 +17,8 @@ from mailbeacon.store.db import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str) -> typer.Exit:
@@ -29,7 +29,7 @@ def fail(message: str) -> typer.Exit:
 def with_settings(command: F) -> F:
     """Give a command every setting as a flag (declared once, in ``settings.SETTINGS``) and call
     it with the resolved ``settings``."""
-    signature = inspect.signature(command)
+    signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "settings"]
     flags = [
         inspect.Parameter(
@@ -41,7 +41,9 @@ def with_settings(command: F) -> F:
         for s in SETTINGS
     ]
 
-    @functools.wraps(command)
+    # Only the names and the docstring: the signature below, with its annotations evaluated,
+    # is what Typer reads.
+    @functools.wraps(command, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {s.name: kwargs.pop(s.name, None) for s in SETTINGS}
         try:
@@ -51,6 +53,7 @@ def with_settings(command: F) -> F:
         return command(*args, settings=settings, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=own + flags)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {}
     return wrapper  # type: ignore[return-value]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated
 
@@ -40,19 +41,22 @@ def instrument(
     if not to:
         raise fail(f"{message}: no recipients in To, Cc or Bcc")
     envelope = Envelope(
-        sender=header(raw, "From") or "",
+        sender=parseaddr(header(raw, "From") or "")[1],
         subject=header(raw, "Subject") or "",
         campaign=campaign,
         sent_at=accounts.now_us(),
     )
-    db = open_db(settings)
-    user_id = acting_user(db, user)
     try:
         tracked = track_eml(
             Signer(settings.secrets), settings.public_url, envelope, to, without_bcc(raw)
         )
     except InstrumentError as exc:
         raise fail(f"{message}: cannot be instrumented: {exc}") from exc
+    with open_db(settings) as db:
+        user_id = acting_user(db, user)
+        db.write(
+            queries.save_messages, user_id, [t.message for t in tracked], now=accounts.now_us()
+        )
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for index, copy in enumerate(tracked, start=1):
@@ -61,7 +65,6 @@ def instrument(
         written.append(
             {"id": copy.message.id, "recipient": copy.message.recipient, "file": str(path)}
         )
-    db.write(queries.save_messages, user_id, [t.message for t in tracked], now=accounts.now_us())
     if as_json:
         print_json({"messages": written})
     else:

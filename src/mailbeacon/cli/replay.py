@@ -26,8 +26,8 @@ def replay(
     settings: Settings,
 ) -> None:
     """Process recorded hits as if received at their `time`; report bad lines by number."""
-    replayer = Replayer(open_db(settings), Signer(settings.secrets))
     with (
+        open_db(settings) as db,
         hits.open(encoding="utf-8", errors="replace") as lines,
         Progress(
             TextColumn("replaying"),
@@ -39,7 +39,9 @@ def replay(
         ) as progress,
     ):
         task = progress.add_task("replay", total=hits.stat().st_size)
-        report = replayer.run(lines, lambda n: progress.advance(task, n))
+        report = Replayer(db, Signer(settings.secrets)).run(
+            lines, lambda n: progress.advance(task, n)
+        )
     if as_json:
         print_json(
             {

@@ -22,12 +22,13 @@ def serve(*, settings: Settings) -> None:
     The first start creates an admin user and prints its API key.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    db = open_db(settings)
-    if db.read(queries.count_users) == 0:
-        admin = db.write(accounts.create_user, FIRST_ADMIN, is_admin=True)
-        console.print(f"Created the admin user {admin.email}. Its API key (shown once):")
-        console.print(f"  [bold]{admin.api_key}[/bold]", highlight=False)
+    with open_db(settings) as db:
+        dialect = db.dialect
+        if db.read(queries.count_users) == 0:
+            admin = db.write(accounts.create_user, FIRST_ADMIN, is_admin=True)
+            console.print(f"Created the admin user {admin.email}. Its API key (shown once):")
+            console.print(f"  [bold]{admin.api_key}[/bold]", highlight=False)
     console.print(f"mailbeacon listening on {settings.public_url}", highlight=False)
     console.print(f"  API:     {settings.public_url}/api/v1/openapi.json", highlight=False)
-    console.print(f"  data:    {settings.data}  database: {db.dialect}", highlight=False)
+    console.print(f"  data:    {settings.data}  database: {dialect}", highlight=False)
     run_server(App(Services.open(settings)), settings.host, settings.port)

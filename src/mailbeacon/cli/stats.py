@@ -21,8 +21,8 @@ def stats(
     settings: Settings,
 ) -> None:
     """Deliveries, unique opens and clicks, and the naive open rate, per campaign."""
-    db = open_db(settings)
-    rows = db.read(reports.campaign_stats, acting_user(db, user), campaign)
+    with open_db(settings) as db:
+        rows = db.read(reports.campaign_stats, acting_user(db, user), campaign)
     if campaign is not None and not rows:
         raise fail(f"no messages in campaign {campaign!r}")
     if as_json:

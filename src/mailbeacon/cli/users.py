@@ -24,9 +24,9 @@ def add(
     settings: Settings,
 ) -> None:
     """Add a user and print their first API key (shown once)."""
-    db = open_db(settings)
     try:
-        user = db.write(accounts.create_user, email, is_admin=admin)
+        with open_db(settings) as db:
+            user = db.write(accounts.create_user, email, is_admin=admin)
     except queries.DuplicateUser as exc:
         raise fail(f"a user {email!r} already exists") from exc
     except ValueError as exc:

@@ -66,6 +66,8 @@ class Database:
             "postgresql" if url.startswith(("postgresql://", "postgres://")) else "sqlite"
         )
         self._local = threading.local()
+        self._readers: list[Conn] = []
+        self._lock = threading.Lock()
 
     def connect(self, *, autocommit: bool = False) -> Conn:
         if self.dialect == "postgresql":
@@ -108,12 +110,28 @@ class Database:
         conn: Conn | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self.connect(autocommit=True)
+            with self._lock:
+                self._readers.append(conn)
         try:
             return fn(conn, *args, **kw)
         except DatabaseError:
             self._local.conn = None  # a broken connection is not reused: the next read reconnects
             conn.raw.close()
             raise
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every reader's connection (a later read opens a new one)."""
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.raw.close()
+        self._local = threading.local()
 
     def migrate(self) -> int:
         """Bring the schema up to date; return the version reached."""

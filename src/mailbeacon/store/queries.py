@@ -144,7 +144,7 @@ def insert_hits(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
     conn.executemany(INSERT_HIT, [(*row, row[0]) for row in rows])
 
 
-EVENT_COLUMNS = f"h.id, {HIT_FIELDS}, l.url"
+EVENT_COLUMNS = "h.id, " + ", ".join(f"h.{f}" for f in HIT_FIELDS.split(", ")) + ", l.url"
 _EVENT_FROM = "FROM hits h LEFT JOIN links l ON l.message_id = h.message_id AND l.position = h.link"
 
 

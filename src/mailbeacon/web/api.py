@@ -83,7 +83,8 @@ def _address(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise ApiError(422, f"{field}: expected an email address as a string")
     _, address = parseaddr(value)
-    if "@" not in address or len(address) > 254 or any(c.isspace() or ord(c) < 0x20 for c in value):
+    controls = any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    if controls or "@" not in address or len(address) > 254 or any(c.isspace() for c in address):
         raise ApiError(422, f"{field}: {value!r} is not an email address")
     return address
 

@@ -41,6 +41,7 @@ class App:
                 yield
             finally:
                 services.writer.stop()
+                services.db.close()
 
         self.starlette = Starlette(
             routes=[
