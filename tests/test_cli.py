@@ -1,8 +1,11 @@
 import json
+from pathlib import Path
 
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from mailbeacon.cli import app
+from tests.conftest import Persona, path_of, send
 
 runner = CliRunner()
 
@@ -32,3 +35,32 @@ def test_help_lists_every_command() -> None:
     result = runner.invoke(app, ["--help"])
     for command in ("serve", "users", "instrument", "replay", "stats", "secret"):
         assert command in result.output
+
+
+def test_the_readme_documents_every_command() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for command in ("serve", "users add", "instrument", "replay", "stats", "secret rotate"):
+        assert f"`mailbeacon {command}" in readme, command
+
+
+def test_stats_prints_campaign_figures_as_json(
+    client: TestClient, alice: Persona, env: dict[str, str]
+) -> None:
+    opened = send(client, alice, campaign="spring")
+    send(client, alice, campaign="spring")
+    client.get(path_of(opened["pixel_url"]))
+    result = runner.invoke(
+        app, ["stats", "--campaign", "spring", "--user", alice.email, "--json"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert (stats["delivered"], stats["unique_opens"], stats["naive_open_rate"]) == (2, 1, 0.5)
+    table = runner.invoke(app, ["stats", "--user", alice.email], env=env)
+    assert "spring" in table.output
+    assert "50.0%" in table.output
+
+
+def test_stats_for_an_unknown_campaign_says_so(alice: Persona, env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["stats", "--campaign", "nope", "--user", alice.email], env=env)
+    assert result.exit_code == 1
+    assert "no messages in campaign 'nope'" in result.output

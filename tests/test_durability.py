@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from mailbeacon.store.db import Database
 from tests.conftest import SECRET, Persona
 from tests.support.server import ServerProcess
@@ -48,8 +50,9 @@ def hammer(port: int, path: str, answered: list[int], stop: threading.Event) -> 
         answered.append(count)
 
 
-def test_no_answered_hit_is_lost_when_the_server_is_killed(
-    tmp_path: Path, db: Database, db_url: str, alice: Persona
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_no_answered_hit_is_lost_when_the_server_is_stopped_under_load(
+    tmp_path: Path, db: Database, db_url: str, alice: Persona, sig: signal.Signals
 ) -> None:
     server = ServerProcess(tmp_path / "serve", db_url, SECRET)
     try:
@@ -63,7 +66,9 @@ def test_no_answered_hit_is_lost_when_the_server_is_killed(
         for thread in threads:
             thread.start()
         time.sleep(2.0)
-        server.kill(signal.SIGKILL)
+        started = time.monotonic()
+        server.kill(sig)
+        stopped_in = time.monotonic() - started
         stop.set()
         for thread in threads:
             thread.join(timeout=10)
@@ -75,3 +80,6 @@ def test_no_answered_hit_is_lost_when_the_server_is_killed(
     assert stored is not None
     assert total > 100, "the load did not get going"
     assert stored[0] >= total
+    if sig == signal.SIGTERM:
+        assert server.process.returncode == 0
+        assert stopped_in < 10

@@ -1,6 +1,14 @@
-"""Run the app on granian, embedded in our own event loop (uvloop)."""
+"""Run the app on granian, embedded in our own event loop (uvloop).
+
+Embedding keeps one process: the writer thread, and later the SMTP relay and background workers,
+live beside the HTTP server. SIGTERM and SIGINT stop it gracefully: granian stops accepting,
+the ASGI lifespan shuts down, and the writer commits what is queued before the process exits.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import signal
 
 import uvloop
 from granian.constants import Interfaces
@@ -12,6 +20,9 @@ from mailbeacon.web.app import App
 def serve(app: App, host: str, port: int) -> None:
     async def main() -> None:
         server = Server(app, address=host, port=port, interface=Interfaces.ASGI, backlog=2048)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.stop)
         await server.serve()
 
     uvloop.run(main())
