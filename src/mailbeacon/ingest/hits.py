@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any, Literal
 
 from mailbeacon.tracking.tokens import Target
@@ -25,6 +26,9 @@ UNCLASSIFIED_REASONS = json.dumps(
 )
 
 
+# The same addresses come back again and again (a proxy, a gateway, the peer behind a load
+# balancer); parsing one costs more than the rest of a hit's bookkeeping.
+@lru_cache(maxsize=16384)
 def normalise_ip(text: str) -> str | None:
     """The canonical text of an address; IPv4-mapped IPv6 becomes plain IPv4; None if invalid."""
     try:
@@ -56,9 +60,26 @@ def client_ip(peer: str, forwarded_for: str | None, trusted: Sequence[Network]) 
     return ip
 
 
+@lru_cache(maxsize=4096)
 def _is_trusted(ip: str, trusted: Sequence[Network]) -> bool:
     address = ipaddress.ip_address(ip)
     return any(address in network for network in trusted)
+
+
+# What a hit keeps of a request's headers, by their lower-case names.
+KEPT_HEADERS = frozenset(
+    {
+        b"user-agent",
+        b"accept",
+        b"accept-language",
+        b"referer",
+        b"via",
+        b"sec-purpose",
+        b"purpose",
+        b"x-purpose",
+        b"x-forwarded-for",
+    }
+)
 
 
 def purpose(headers: Mapping[str, str]) -> str:

@@ -56,6 +56,14 @@ class Conn:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.raw.cursor().executemany(self._sql(sql), rows)
 
+    def copy(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """PostgreSQL's COPY … FROM STDIN, a row at a time."""
+        if not isinstance(self.raw, psycopg.Connection):
+            raise TypeError("COPY is PostgreSQL's")
+        with self.raw.cursor().copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+
 
 class Database:
     """One database, SQLite (a file path) or PostgreSQL (a ``postgresql://`` URL)."""
@@ -71,11 +79,13 @@ class Database:
 
     def connect(self, *, autocommit: bool = False) -> Conn:
         if self.dialect == "postgresql":
-            return Conn(psycopg.connect(self.url, autocommit=autocommit), "postgresql")
+            pg = psycopg.connect(self.url, autocommit=autocommit, connect_timeout=5)
+            return Conn(pg, "postgresql")
         Path(self.url).parent.mkdir(parents=True, exist_ok=True)
         raw = sqlite3.connect(self.url, isolation_level=None, check_same_thread=False)
         # WAL lets readers run beside the one writer; FULL makes every commit durable, not just
-        # safe against a crash of the process (the writer commits in batches, so it is cheap).
+        # safe against a crash of the process (the writer commits in groups, so it is cheap).
+        # A writer waiting for the lock (the CLI writing while `serve` runs) waits 5 s at most.
         raw.execute("PRAGMA journal_mode=WAL")
         raw.execute("PRAGMA synchronous=FULL")
         raw.execute("PRAGMA busy_timeout=5000")

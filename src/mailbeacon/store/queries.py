@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from mailbeacon.store.db import Conn, Row
@@ -130,18 +131,56 @@ HIT_FIELDS = (
     "via, purpose, verdict, agent, confidence, reasons"
 )
 
-# The user comes from the message, and a hit whose message does not exist (erased) inserts
-# nothing instead of failing the batch it is in.
-INSERT_HIT = (
+_FIELDS = HIT_FIELDS.split(", ")
+_CHUNKS = (512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
+
+# Hits are inserted a batch at a time, in arrival order. The user comes from the message, and a
+# hit whose message does not exist (erased) inserts nothing instead of failing its batch.
+#
+# SQLite: one INSERT of many VALUES rows a chunk: a single statement step, where executemany
+# would release and re-take the GIL once a row and fight the event loop for it.
+# PostgreSQL: COPY into a temporary table, then one INSERT … SELECT.
+
+
+@lru_cache(maxsize=len(_CHUNKS))
+def _sqlite_insert(size: int) -> str:
+    row = "(" + ", ".join(["?"] * (len(_FIELDS) + 1)) + ")"
+    columns = ", ".join(f"v.column{i + 2}" for i in range(len(_FIELDS)))
+    return (
+        f"INSERT INTO hits (user_id, {HIT_FIELDS}) SELECT m.user_id, {columns} "
+        f"FROM (VALUES {', '.join([row] * size)}) AS v "
+        "JOIN messages m ON m.id = v.column2 ORDER BY v.column1"
+    )
+
+
+_PG_INCOMING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS hits_incoming (n INTEGER, message_id TEXT, kind TEXT, "
+    "link INTEGER, at BIGINT, method TEXT, ip TEXT, user_agent TEXT, accept TEXT, "
+    "accept_language TEXT, referer TEXT, via TEXT, purpose TEXT, verdict TEXT, agent TEXT, "
+    "confidence REAL, reasons TEXT) ON COMMIT DELETE ROWS"
+)
+_PG_INSERT = (
     f"INSERT INTO hits (user_id, {HIT_FIELDS}) "
-    "SELECT m.user_id, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-    "FROM messages m WHERE m.id = ?"
+    f"SELECT m.user_id, {', '.join('i.' + f for f in _FIELDS)} "
+    "FROM hits_incoming i JOIN messages m ON m.id = i.message_id ORDER BY i.n"
 )
 
 
 def insert_hits(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
-    """Insert hits given as tuples in ``HIT_FIELDS`` order."""
-    conn.executemany(INSERT_HIT, [(*row, row[0]) for row in rows])
+    """Insert hits given as tuples in ``HIT_FIELDS`` order, keeping their order."""
+    if conn.dialect == "postgresql":
+        conn.execute(_PG_INCOMING)
+        conn.copy("COPY hits_incoming FROM STDIN", ((n, *row) for n, row in enumerate(rows)))
+        conn.execute(_PG_INSERT)
+        return
+    start = 0
+    for size in _CHUNKS:
+        while len(rows) - start >= size:
+            chunk = rows[start : start + size]
+            conn.execute(
+                _sqlite_insert(size), [x for n, row in enumerate(chunk) for x in (n, *row)]
+            )
+            start += size
 
 
 EVENT_COLUMNS = "h.id, " + ", ".join(f"h.{f}" for f in HIT_FIELDS.split(", ")) + ", l.url"

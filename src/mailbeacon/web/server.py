@@ -15,11 +15,15 @@ from granian.constants import Interfaces
 from granian.server.embed import Server
 
 from mailbeacon.web.app import App
+from mailbeacon.web.tracking import Receive, Scope, Send
 
 
 def serve(app: App, host: str, port: int) -> None:
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        await app(scope, receive, send)
+
     async def main() -> None:
-        server = Server(app, address=host, port=port, interface=Interfaces.ASGI, backlog=2048)
+        server = Server(asgi, address=host, port=port, interface=Interfaces.ASGI, backlog=2048)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.stop)

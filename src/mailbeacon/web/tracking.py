@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import anyio.to_thread
 
-from mailbeacon.ingest.hits import Kind, Network, client_ip, hit_row
+from mailbeacon.ingest.hits import KEPT_HEADERS, Kind, Network, client_ip, hit_row
 from mailbeacon.store import queries
 from mailbeacon.store.db import Database, DatabaseError
 from mailbeacon.store.writer import Writer
@@ -111,6 +111,7 @@ class TrackingRoutes:
         headers = {
             name.decode("latin-1"): value.decode("utf-8", "replace")
             for name, value in scope["headers"]
+            if name in KEPT_HEADERS
         }
         peer = scope["client"][0] if scope.get("client") else ""
         ip = client_ip(peer, headers.get("x-forwarded-for"), self.trusted)

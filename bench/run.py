@@ -1,0 +1,873 @@
+"""`make bench`: the tracking pixel under load, against nginx measured in the same run.
+
+The machine is small and noisy (2 cores shared with the load generator), so absolute figures mean
+little: every round measures nginx's `empty_gif` with an access log (the classic log-based pixel)
+right before mailbeacon on SQLite and on PostgreSQL, and the report gives medians over the rounds
+and mailbeacon's throughput as a fraction of nginx's. It also checks what a pixel promises: every
+answered hit is in the database. Then it times `mailbeacon replay` on a generated log.
+
+Writes BENCHMARKS.md and prints it. Exits 1 if an answered hit was not recorded (or a replayed
+line was lost), 2 if the bench could not run; a missed speed target is only a warning.
+
+    BENCH_SECONDS=5 BENCH_ROUNDS=1 BENCH_REPLAY_LINES=50000 .venv/bin/python bench/run.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from string import Template
+from typing import Any, TextIO
+
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.support.postgres import TemporaryPostgres  # noqa: E402
+from tests.support.server import free_port  # noqa: E402
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, str(default))
+    if not value.isdigit() or int(value) < 1:
+        sys.exit(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+THREADS = 2
+CONNECTIONS = 64
+SECONDS = _env_int("BENCH_SECONDS", 10)
+WARMUP_SECONDS = 2
+ROUNDS = _env_int("BENCH_ROUNDS", 3)
+REPLAY_LINES = _env_int("BENCH_REPLAY_LINES", 200_000)
+REPLAY_BATCHES = 4  # POSTs of REPLAY_RECIPIENTS each: a few hundred messages to hit
+REPLAY_RECIPIENTS = 100
+TARGET_RATIO = 0.3  # mailbeacon's pixel at ≥ 0.3× nginx's log-based pixel
+TARGET_REPLAY_RATE = 20_000  # hits/s
+
+START_TIMEOUT = 30
+STOP_TIMEOUT = 60
+MAILBEACON = (sys.executable, "-m", "mailbeacon")
+NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
+BENCHMARKS = REPO / "BENCHMARKS.md"
+HTML = '<html><body><p>Hello</p><a href="https://example.test/">x</a></body></html>'
+# Error lines in a server's log: nginx's levels from error up, Python's ERROR and CRITICAL;
+# and the last line of a Python traceback, which names the exception.
+LOG_ERROR = re.compile(r"\[(error|crit|alert|emerg|ERROR|CRITICAL)\]|\s(ERROR|CRITICAL)\s")
+EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))\b")
+
+# Names and labels of the load scenarios, in the order each round runs them.
+SCENARIOS = {
+    "nginx": "nginx `empty_gif` + access log (reference)",
+    "sqlite": "mailbeacon on SQLite",
+    "postgresql": "mailbeacon on PostgreSQL",
+}
+
+USER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+    "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Mobile/15E148",
+    "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.5.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "Barracuda Sentinel (EE)",
+)
+
+
+class BenchError(Exception):
+    """The bench itself could not run a step (a server did not start, wrk failed)."""
+
+
+# ── Results ──────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Machine:
+    cpus: int
+    cpu_model: str
+    memory: str
+    kernel: str
+    python: str
+    date: str
+    nginx: str
+    wrk: str
+    postgresql: str
+    sqlite: str
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [
+            ("CPUs (nproc)", str(self.cpus)),
+            ("CPU model", self.cpu_model),
+            ("memory", self.memory),
+            ("kernel", self.kernel),
+            ("Python", self.python),
+            ("date", self.date),
+            ("nginx", self.nginx),
+            ("wrk", self.wrk),
+            ("PostgreSQL", self.postgresql),
+            ("SQLite", self.sqlite),
+        ]
+
+
+@dataclass(frozen=True)
+class Load:
+    """What wrk saw in one run."""
+
+    requests: int  # responses read in full ("N requests in …")
+    non_2xx: int  # of which an error status ("Non-2xx or 3xx responses")
+    socket_errors: int  # connect, read, write and timeout errors
+    rate: float  # Requests/sec
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def answered(self) -> int:
+        return self.requests - self.non_2xx
+
+
+@dataclass(frozen=True)
+class Round:
+    """One measured run of one scenario."""
+
+    load: Load
+    recorded: int  # hits (nginx: access log lines) written during the measured run
+    log_errors: int  # error lines in the server's log, whole run
+    exceptions: Counter[str]  # exceptions named in its tracebacks
+    exit_code: int | None  # how the server exited when asked to stop; None: it had to be killed
+
+    @property
+    def complete(self) -> bool:
+        return self.recorded >= self.load.answered
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    label: str
+    rounds: list[Round]
+    ratios: list[float]  # requests/s over nginx's in the same round
+
+    def median(self, metric: Callable[[Load], float]) -> float:
+        return statistics.median(metric(r.load) for r in self.rounds)
+
+    @property
+    def complete(self) -> bool:
+        return all(r.complete for r in self.rounds)
+
+
+@dataclass(frozen=True)
+class Replay:
+    database: str
+    lines: int  # lines written to the file
+    read: int  # lines `mailbeacon replay` reports it read
+    recorded: int
+    bad: int
+    stored: int  # rows in `hits` afterwards
+    seconds: float  # wall clock of the whole command
+
+    @property
+    def rate(self) -> float:
+        return self.recorded / self.seconds
+
+    @property
+    def complete(self) -> bool:
+        return self.read == self.recorded == self.stored == self.lines and self.bad == 0
+
+
+# ── Processes ────────────────────────────────────────────────────────────────────────────────
+
+
+def _signal(child: subprocess.Popen[str], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, sig)
+
+
+class Processes:
+    """Every child runs in a process group of its own, out of reach of the terminal's Ctrl-C;
+    on exit whatever is still running is killed, group and all, so nothing outlives the bench."""
+
+    def __init__(self) -> None:
+        self._children: list[subprocess.Popen[str]] = []
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for child in self._children:
+            _signal(child, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+        self._children.clear()
+
+    def _popen(
+        self, args: Sequence[str], stdout: TextIO | int, stderr: TextIO | int
+    ) -> subprocess.Popen[str]:
+        child = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
+        self._children.append(child)
+        return child
+
+    def start(self, args: Sequence[str], log: Path) -> subprocess.Popen[str]:
+        """Start a server in the background, its output going to ``log``."""
+        with log.open("a") as out:
+            return self._popen(args, out, subprocess.STDOUT)
+
+    def stop(self, child: subprocess.Popen[str], sig: int) -> int | None:
+        """Send ``sig`` and wait; kill the group if it lingers. The exit code, None if killed."""
+        _signal(child, sig)
+        try:
+            code: int | None = child.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            code = None
+        _signal(child, signal.SIGKILL)  # anything left in its group
+        child.wait()
+        self._children.remove(child)
+        return code
+
+    def run(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run a command to its end, capturing its output."""
+        child = self._popen(args, subprocess.PIPE, subprocess.PIPE)
+        try:
+            out, err = child.communicate(timeout=timeout)
+        finally:
+            if child.poll() is None:
+                _signal(child, signal.SIGKILL)
+                child.wait()
+            self._children.remove(child)
+        return subprocess.CompletedProcess(args, child.returncode, out, err)
+
+
+def _wait_until_up(name: str, url: str, child: subprocess.Popen[str], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise BenchError(f"{name} exited ({child.returncode}):\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise BenchError(f"{name} did not answer {url} in {START_TIMEOUT} s:\n{_tail(log)}")
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(_lines(path)[-lines:]) or "(no log)"
+
+
+# ── The machine ──────────────────────────────────────────────────────────────────────────────
+
+
+def _output(args: Sequence[str]) -> str:
+    """First line a version command prints (nginx -v writes to stderr, wrk --version exits 1)."""
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    except OSError as exc:
+        return f"unavailable ({exc.strerror})"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+def _meminfo_total() -> str:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return f"{int(line.split()[1]) / 1024**2:.1f} GiB"
+    return "unknown"
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or "unknown"
+
+
+def describe_machine(pg: TemporaryPostgres) -> Machine:
+    return Machine(
+        cpus=len(os.sched_getaffinity(0)),
+        cpu_model=_cpu_model(),
+        memory=_meminfo_total(),
+        kernel=f"{platform.system()} {platform.release()}",
+        python=platform.python_version(),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        nginx=_output(["nginx", "-v"]).removeprefix("nginx version: "),
+        wrk=_output(["wrk", "--version"]).split(" Copyright")[0],
+        postgresql=_output([str(pg.bindir / "postgres"), "--version"]),
+        sqlite=sqlite3.sqlite_version,
+    )
+
+
+# ── Load ─────────────────────────────────────────────────────────────────────────────────────
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise BenchError(f"cannot read wrk's latency {text!r}")
+    return float(match[1]) * _UNITS_MS[match[2]]
+
+
+def parse_wrk(output: str) -> Load:
+    def find(pattern: str) -> re.Match[str] | None:
+        return re.search(pattern, output, re.MULTILINE)
+
+    requests = find(r"^\s*(\d+) requests in ")
+    rate = find(r"^Requests/sec:\s*([\d.]+)")
+    p50 = find(r"^\s*50(?:\.0+)?%\s+(\S+)")
+    p99 = find(r"^\s*99(?:\.0+)?%\s+(\S+)")
+    if not (requests and rate and p50 and p99):
+        raise BenchError(f"cannot read wrk's output:\n{output}")
+    non_2xx = find(r"Non-2xx or 3xx responses:\s*(\d+)")
+    sockets = find(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+    return Load(
+        requests=int(requests[1]),
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+        rate=float(rate[1]),
+        p50_ms=_ms(p50[1]),
+        p99_ms=_ms(p99[1]),
+    )
+
+
+def wrk(procs: Processes, url: str, seconds: int) -> Load:
+    args = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+    done = procs.run(args, timeout=seconds + 60)
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
+    return parse_wrk(done.stdout)
+
+
+# ── Servers ──────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class Server:
+    """A server while it runs; once stopped, how it exited (None: it had to be killed)."""
+
+    base: str
+    log: Path
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What wrk aims at, and how to count what the server has recorded so far."""
+
+    server: Server
+    url: str
+    count: Callable[[], int]
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def count_hits(db: str) -> int:
+    """Rows in ``hits``; SQLite's WAL lets this read while the server writes."""
+    if db.startswith("postgresql://"):
+        with psycopg.connect(db) as conn:
+            row = conn.execute("SELECT COUNT(*) FROM hits").fetchone()
+    else:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+            row = conn.execute("SELECT COUNT(*) FROM hits").fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextlib.contextmanager
+def nginx(procs: Processes, workdir: Path) -> Iterator[Subject]:
+    """nginx serving ``empty_gif`` at /o/x.gif, one worker, access log in ``workdir``."""
+    workdir.mkdir(parents=True)
+    port = free_port()
+    config = workdir / "nginx.conf"
+    user = "user root;" if os.geteuid() == 0 else ""
+    template = Template(NGINX_TEMPLATE.read_text())
+    config.write_text(template.substitute(dir=workdir, port=port, user=user))
+    server = Server(f"http://127.0.0.1:{port}", workdir / "error.log")
+    args = ["nginx", "-p", str(workdir), "-c", str(config), "-e", str(server.log)]
+    child = procs.start(args, workdir / "stderr.log")
+    try:
+        _wait_until_up("nginx", server.base + "/o/x.gif", child, workdir / "stderr.log")
+        yield Subject(
+            server, server.base + "/o/x.gif", lambda: _count_lines(workdir / "access.log")
+        )
+    finally:
+        server.exit_code = procs.stop(child, signal.SIGQUIT)  # SIGQUIT: graceful shutdown
+
+
+def _flags(data: Path, db: str | None) -> list[str]:
+    return ["--data", str(data), *(["--db", db] if db else [])]
+
+
+def add_user(procs: Processes, data: Path, db: str | None) -> str:
+    """A user's API key, made before the server starts (same --data and --db)."""
+    data.mkdir(parents=True, exist_ok=True)
+    args = [*MAILBEACON, "users", "add", "bench@example.test", "--json", *_flags(data, db)]
+    done = procs.run(args, timeout=60)
+    if done.returncode != 0:
+        raise BenchError(f"`mailbeacon users add` failed: {done.stderr}{done.stdout}")
+    return str(json.loads(done.stdout)["api_key"])
+
+
+@contextlib.contextmanager
+def mailbeacon(procs: Processes, data: Path, db: str | None) -> Iterator[Server]:
+    """``mailbeacon serve`` on a free loopback port, stopped with SIGINT."""
+    port = free_port()
+    server = Server(f"http://127.0.0.1:{port}", data / "serve.log")
+    args = [*MAILBEACON, "serve", "--listen", f"127.0.0.1:{port}", *_flags(data, db)]
+    child = procs.start(args, server.log)
+    try:
+        _wait_until_up("mailbeacon serve", server.base + "/healthz", child, server.log)
+        yield server
+    finally:
+        server.exit_code = procs.stop(child, signal.SIGINT)
+
+
+def register(server: Server, key: str, recipients: Sequence[str]) -> list[dict[str, Any]]:
+    """One message per recipient, through the API."""
+    body = {"from": "bench@example.test", "to": list(recipients), "subject": "bench", "html": HTML}
+    request = urllib.request.Request(
+        server.base + "/api/v1/messages",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            messages: list[dict[str, Any]] = json.load(response)["messages"]
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"POST /api/v1/messages: {exc.code} {exc.read()!r}") from exc
+    return messages
+
+
+@contextlib.contextmanager
+def pixel(procs: Processes, data: Path, db: str | None) -> Iterator[Subject]:
+    """mailbeacon serving the pixel of one registered message."""
+    key = add_user(procs, data, db)
+    with mailbeacon(procs, data, db) as server:
+        message = register(server, key, ["reader@example.test"])[0]
+        yield Subject(server, message["pixel_url"], lambda: count_hits(db or _sqlite(data)))
+
+
+def _sqlite(data: Path) -> str:
+    return str(data / "mailbeacon.db")
+
+
+# ── Rounds ───────────────────────────────────────────────────────────────────────────────────
+
+
+def _exceptions(log: Sequence[str]) -> Counter[str]:
+    """The exceptions that end the log's tracebacks, by class name."""
+    named = (EXCEPTION.match(line) for line in log)
+    return Counter(m[1].rsplit(".", 1)[-1] for m in named if m)
+
+
+def measure(procs: Processes, scenario: contextlib.AbstractContextManager[Subject]) -> Round:
+    """Warm up, count, load for SECONDS, stop the server, count again."""
+    with scenario as subject:
+        wrk(procs, subject.url, WARMUP_SECONDS)
+        before = subject.count()
+        load = wrk(procs, subject.url, SECONDS)
+    log = _lines(subject.server.log)
+    return Round(
+        load=load,
+        recorded=subject.count() - before,
+        log_errors=sum(1 for line in log if LOG_ERROR.search(line)),
+        exceptions=_exceptions(log),
+        exit_code=subject.server.exit_code,
+    )
+
+
+def run_round(procs: Processes, pg: TemporaryPostgres, workdir: Path, n: int) -> dict[str, Round]:
+    scenarios: dict[str, contextlib.AbstractContextManager[Subject]] = {
+        "nginx": nginx(procs, workdir / "nginx"),
+        "sqlite": pixel(procs, workdir / "sqlite", None),
+        "postgresql": pixel(procs, workdir / "postgresql", pg.create_database(f"round{n}")),
+    }
+    results = {}
+    for name, scenario in scenarios.items():
+        result = results[name] = measure(procs, scenario)
+        load = result.load
+        print(
+            f"  round {n}/{ROUNDS} {name:<10} {load.rate:>9,.0f} req/s  "
+            f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  "
+            f"answered {load.answered:,}, recorded {result.recorded:,}",
+            flush=True,
+        )
+    shutil.rmtree(workdir, ignore_errors=True)  # nginx's access log alone is ~100 MB a round
+    return results
+
+
+def collect(rounds: list[dict[str, Round]]) -> list[Scenario]:
+    reference = [r["nginx"].load.rate for r in rounds]
+    return [
+        Scenario(
+            name,
+            label,
+            [r[name] for r in rounds],
+            [r[name].load.rate / ref for r, ref in zip(rounds, reference, strict=True)],
+        )
+        for name, label in SCENARIOS.items()
+    ]
+
+
+# ── Replay ───────────────────────────────────────────────────────────────────────────────────
+
+
+def write_hits(path: Path, messages: Sequence[dict[str, Any]], lines: int) -> None:
+    """Opens (mostly) and clicks of the registered messages from varied clients, 1 ms apart."""
+    rng = random.Random(7151)
+    start = datetime.now(UTC) + timedelta(minutes=1)
+    ips = (
+        *(f"198.51.100.{i}" for i in range(1, 255)),
+        *(f"203.0.113.{i}" for i in range(1, 255)),
+        *(f"66.249.84.{i}" for i in range(1, 255)),
+        *(f"2001:db8::{i:x}" for i in range(1, 255)),
+    )
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(lines):
+            message = rng.choice(messages)
+            is_click = rng.random() < 0.25
+            url = message["links"][0]["tracked_url"] if is_click else message["pixel_url"]
+            hit = {
+                "time": (start + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
+                "method": "HEAD" if rng.random() < 0.02 else "GET",
+                "url": url,
+                "ip": rng.choice(ips),
+                "headers": {"User-Agent": rng.choice(USER_AGENTS), "Accept": "image/*"},
+            }
+            out.write(json.dumps(hit) + "\n")
+
+
+def replay(procs: Processes, data: Path, db: str | None, lines: int) -> Replay:
+    """Register a few hundred messages, write ``lines`` hits of them, time `mailbeacon replay`."""
+    key = add_user(procs, data, db)
+    with mailbeacon(procs, data, db) as server:
+        messages = [
+            message
+            for batch in range(REPLAY_BATCHES)
+            for message in register(
+                server, key, [f"r{batch}-{i}@example.test" for i in range(REPLAY_RECIPIENTS)]
+            )
+        ]
+    hits = data / "hits.jsonl"
+    write_hits(hits, messages, lines)
+    started = time.monotonic()
+    done = procs.run([*MAILBEACON, "replay", str(hits), "--json", *_flags(data, db)], 3600)
+    seconds = time.monotonic() - started
+    try:
+        report = json.loads(done.stdout)
+    except ValueError as exc:
+        raise BenchError(f"`mailbeacon replay` failed ({done.returncode}): {done.stderr}") from exc
+    return Replay(
+        database="PostgreSQL" if db else "SQLite",
+        lines=lines,
+        read=report["lines"],
+        recorded=report["recorded"],
+        bad=report["bad"],
+        stored=count_hits(db or _sqlite(data)),
+        seconds=seconds,
+    )
+
+
+# ── Report ───────────────────────────────────────────────────────────────────────────────────
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**NO**"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def _ratio(scenario: Scenario, ratio: float) -> str:
+    if scenario.name == "nginx":
+        return "1.00× (reference)"
+    return f"{ratio:.2f}×"
+
+
+def summary_table(scenarios: Sequence[Scenario]) -> list[str]:
+    rows = []
+    for s in scenarios:
+        answered = sum(r.load.answered for r in s.rounds)
+        recorded = sum(r.recorded for r in s.rounds)
+        what = "log lines" if s.name == "nginx" else "hits"
+        compared = "≥" if s.complete else "<"
+        rows.append(
+            [
+                s.label,
+                f"{s.median(lambda load: load.rate):,.0f}",
+                f"{s.median(lambda load: load.p50_ms):.2f} ms",
+                f"{s.median(lambda load: load.p99_ms):.2f} ms",
+                _ratio(s, statistics.median(s.ratios)),
+                f"{_yes(s.complete)} ({what} {recorded:,} {compared} answered {answered:,})",
+            ]
+        )
+    header = ["scenario", "req/s", "p50", "p99", "× nginx", "every answered hit recorded"]
+    return _table(header, rows)
+
+
+ROUNDS_HEADER = (
+    "round",
+    "req/s",
+    "p50",
+    "p99",
+    "× nginx",
+    "answered",
+    "recorded",
+    "all",
+    "log errors",
+)
+
+
+def rounds_table(scenario: Scenario) -> list[str]:
+    rows = [
+        [
+            str(n),
+            f"{r.load.rate:,.0f}",
+            f"{r.load.p50_ms:.2f} ms",
+            f"{r.load.p99_ms:.2f} ms",
+            _ratio(scenario, ratio),
+            f"{r.load.answered:,}",
+            f"{r.recorded:,}",
+            _yes(r.complete),
+            str(r.log_errors),
+        ]
+        for n, (r, ratio) in enumerate(zip(scenario.rounds, scenario.ratios, strict=True), 1)
+    ]
+    return _table(ROUNDS_HEADER, rows)
+
+
+def replay_table(replays: Sequence[Replay]) -> list[str]:
+    rows = [
+        [
+            r.database,
+            f"{r.lines:,}",
+            f"{r.recorded:,}",
+            f"{r.stored:,}",
+            str(r.bad),
+            f"{r.seconds:.1f} s",
+            f"{r.rate:,.0f}",
+            _yes(r.complete),
+        ]
+        for r in replays
+    ]
+    header = ["database", "lines", "recorded", "rows in hits", "bad", "wall clock", "hits/s", "all"]
+    return _table(header, rows)
+
+
+def warnings(scenarios: Sequence[Scenario], replays: Sequence[Replay]) -> list[str]:
+    found = []
+    for s in scenarios:
+        ratio = statistics.median(s.ratios)
+        if s.name != "nginx" and ratio < TARGET_RATIO:
+            found.append(f"{s.label}: {ratio:.2f}× nginx, below the {TARGET_RATIO}× target")
+        for n, r in enumerate(s.rounds, 1):
+            if r.load.non_2xx or r.load.socket_errors:
+                found.append(
+                    f"{s.label}, round {n}: {r.load.non_2xx} error responses, "
+                    f"{r.load.socket_errors} socket errors"
+                )
+            if r.log_errors or r.exceptions:
+                named = ", ".join(f"{e} ×{k}" for e, k in r.exceptions.most_common())
+                found.append(
+                    f"{s.label}, round {n}: {r.log_errors} error lines in the server log"
+                    + (f"; tracebacks end in {named}" if named else "")
+                )
+            if r.exit_code is None:
+                found.append(f"{s.label}, round {n}: the server had to be killed to stop")
+            elif r.exit_code != 0:
+                found.append(
+                    f"{s.label}, round {n}: the server exited with {r.exit_code} when asked to stop"
+                )
+    found.extend(
+        f"replay on {r.database}: {r.rate:,.0f} hits/s, below the {TARGET_REPLAY_RATE:,}/s target"
+        for r in replays
+        if r.rate < TARGET_REPLAY_RATE
+    )
+    return found
+
+
+def render(
+    machine: Machine, scenarios: Sequence[Scenario], replays: Sequence[Replay], warned: list[str]
+) -> str:
+    settings = [
+        f"BENCH_{name}={value}"
+        for name, value, default in (
+            ("SECONDS", SECONDS, 10),
+            ("ROUNDS", ROUNDS, 3),
+            ("REPLAY_LINES", REPLAY_LINES, 200_000),
+        )
+        if value != default
+    ]
+    command = " ".join([*settings, "make bench"])
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{command}` (`bench/run.py`) on {machine.date}; "
+        "the whole file is rewritten by each run.",
+        "",
+        "## Machine",
+        "",
+        *_table(["", ""], machine.rows()),
+        "",
+        "## The pixel under load",
+        "",
+        f"`wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency` on `GET /o/{{token}}.gif` "
+        f"after a {WARMUP_SECONDS} s warm-up; medians of {ROUNDS} round(s), each running the "
+        "three scenarios in turn. *× nginx* is the median of each round's ratio to nginx.",
+        f"Target: mailbeacon ≥ {TARGET_RATIO}× nginx.",
+        "",
+        *summary_table(scenarios),
+    ]
+    for s in scenarios:
+        lines += ["", f"### {s.label}", "", *rounds_table(s)]
+    lines += [
+        "",
+        "## Replay",
+        "",
+        f"`mailbeacon replay hits.jsonl --json` on {replays[0].lines:,} generated lines "
+        f"(opens and clicks of {REPLAY_BATCHES * REPLAY_RECIPIENTS} registered messages, "
+        "varied IPs and User-Agents), timed as a whole command (wall clock, start-up included). "
+        f"Target: ≥ {TARGET_REPLAY_RATE:,} hits/s.",
+        "",
+        *replay_table(replays),
+        "",
+        "## Warnings",
+        "",
+        *([f"- {w}" for w in warned] or ["None."]),
+        "",
+        "## How to read this",
+        "",
+        f"- The box has {machine.cpus} cores and wrk runs on it too, so the server under test "
+        "gets roughly one core and figures swing by ±30% from run to run. Compare mailbeacon "
+        "with the nginx measured in the same run (*× nginx*), not with figures from elsewhere.",
+        f"- Figures are medians of {ROUNDS} round(s); the per-round tables show the spread.",
+        "- nginx is the classic log-based pixel: one worker (`worker_processes 1`) answering "
+        "`empty_gif` from memory and writing an unbuffered access log line per request. It stores "
+        "nothing queryable, while mailbeacon verifies a signed token and commits a database row "
+        "before it answers.",
+        "- *answered* is wrk's count of 2xx responses; *recorded* is rows added to `hits` (for "
+        "nginx: access log lines) between the warm-up and the server's shutdown. It may exceed "
+        "*answered* by the requests still in flight when wrk stopped counting; it must never be "
+        "lower, or a visitor saw a pixel whose hit was lost.",
+        "- The throwaway PostgreSQL server runs with `fsync=off` (the test suite's settings), so "
+        "its commits cost less than on a production server; SQLite commits with "
+        "`synchronous=FULL`.",
+        "- *log errors* counts error lines in the server's log (nginx's error log; mailbeacon's "
+        "output) during the whole run.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ── Main ─────────────────────────────────────────────────────────────────────────────────────
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[TemporaryPostgres]:
+    pg = TemporaryPostgres()
+    try:
+        yield pg.start()
+    finally:
+        try:
+            pg.stop()
+        except subprocess.CalledProcessError as exc:  # it never started, or is gone already
+            print(f"warning: stopping PostgreSQL: {exc.stderr}", file=sys.stderr)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every `finally`, like Ctrl-C
+
+
+def bench() -> int:
+    with (
+        tempfile.TemporaryDirectory(prefix="mailbeacon-bench-", ignore_cleanup_errors=True) as tmp,
+        Processes() as procs,
+        postgres() as pg,
+    ):
+        machine = describe_machine(pg)
+        print("\n".join(f"{name}: {value}" for name, value in machine.rows()), flush=True)
+        print(f"\nload: {ROUNDS} round(s) of {SECONDS} s, nginx / SQLite / PostgreSQL", flush=True)
+        rounds = [run_round(procs, pg, Path(tmp) / f"round{n}", n) for n in range(1, ROUNDS + 1)]
+        print(f"replay: {REPLAY_LINES:,} lines on SQLite and PostgreSQL", flush=True)
+        replays = [
+            replay(procs, Path(tmp) / "replay-sqlite", None, REPLAY_LINES),
+            replay(procs, Path(tmp) / "replay-pg", pg.create_database("replay"), REPLAY_LINES),
+        ]
+        for r in replays:
+            print(f"  {r.database:<10} {r.rate:>9,.0f} hits/s ({r.seconds:.1f} s)", flush=True)
+    scenarios = collect(rounds)
+    warned = warnings(scenarios, replays)
+    text = render(machine, scenarios, replays, warned)
+    BENCHMARKS.write_text(text)
+    print("\n" + text)
+    for w in warned:
+        print(f"warning: {w}", file=sys.stderr)
+    lost = [s.label for s in scenarios if not s.complete]
+    lost += [f"replay on {r.database}" for r in replays if not r.complete]
+    if lost:
+        print(f"FAILED: hits answered but not recorded: {', '.join(lost)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main() -> int:
+    # Started in the background by a shell without job control, we would inherit an ignored
+    # SIGINT and pass it on to `mailbeacon serve`, which could then not be stopped with it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return bench()
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
