@@ -9,8 +9,8 @@ Where the commits run depends on the store:
 
 - SQLite (``inline``): on the event loop itself, as a callback scheduled when a batch opens, so
   that every request already being handled joins it. Committing to a local file only waits for
-  fsync, and a second thread would cost more: measured here, the pixel did 16k req/s with a
-  writer thread (GIL hand-offs and cross-thread wake-ups) and 28k–30k/s inline (BENCHMARKS.md).
+  fsync, and a second thread costs more: measured here (wrk, 64 connections), the pixel did
+  16k–18k req/s with a writer thread (GIL hand-offs, cross-thread wake-ups) and 22k–28k inline.
 - PostgreSQL: on a thread of its own, so that network round trips, or a server that does not
   answer, never hold up the event loop.
 """

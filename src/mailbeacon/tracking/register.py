@@ -6,7 +6,7 @@ Registration is pure (ids, tokens, rewritten HTML); the caller stores the result
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from mailbeacon.instrument.html import rewrite_html
@@ -91,36 +91,29 @@ class Tracker:
         return Tracked(message, self.pixel_url, tuple(self.tracked), html=html, eml=eml)
 
 
-def _each_recipient(
-    signer: Signer,
-    public_url: str,
-    recipients: Sequence[str],
-    make: Callable[[Tracker, str], Tracked],
-) -> list[Tracked]:
-    return [make(Tracker(signer, public_url, new_message_id()), r) for r in recipients]
+def _trackers(
+    signer: Signer, public_url: str, recipients: Sequence[str]
+) -> Iterator[tuple[Tracker, str]]:
+    """A fresh message, and so a fresh set of tokens, for each recipient."""
+    for recipient in recipients:
+        yield Tracker(signer, public_url, new_message_id()), recipient
 
 
 def track_html(
     signer: Signer, public_url: str, envelope: Envelope, recipients: Sequence[str], html: str
 ) -> list[Tracked]:
     """A tracked copy of an HTML body for each recipient."""
-    return _each_recipient(
-        signer,
-        public_url,
-        recipients,
-        lambda tracker, r: tracker.result(r, envelope, html=tracker.rewrite(html)),
-    )
+    return [
+        tracker.result(recipient, envelope, html=tracker.rewrite(html))
+        for tracker, recipient in _trackers(signer, public_url, recipients)
+    ]
 
 
 def track_eml(
     signer: Signer, public_url: str, envelope: Envelope, recipients: Sequence[str], raw: bytes
 ) -> list[Tracked]:
     """A tracked copy of a whole message (RFC 5322 bytes) for each recipient."""
-    return _each_recipient(
-        signer,
-        public_url,
-        recipients,
-        lambda tracker, r: tracker.result(
-            r, envelope, eml=instrument_message(raw, tracker.rewrite)
-        ),
-    )
+    return [
+        tracker.result(recipient, envelope, eml=instrument_message(raw, tracker.rewrite))
+        for tracker, recipient in _trackers(signer, public_url, recipients)
+    ]
