@@ -56,14 +56,6 @@ class Conn:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.raw.cursor().executemany(self._sql(sql), rows)
 
-    def copy(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        """PostgreSQL's COPY … FROM STDIN, a row at a time."""
-        if not isinstance(self.raw, psycopg.Connection):
-            raise TypeError("COPY is PostgreSQL's")
-        with self.raw.cursor().copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
-
 
 class Database:
     """One database, SQLite (a file path) or PostgreSQL (a ``postgresql://`` URL)."""

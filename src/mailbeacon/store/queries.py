@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import psycopg
+
 from mailbeacon.store.db import Conn, Row
 
 # --- users and API keys ---------------------------------------------------------------------
@@ -138,8 +140,9 @@ _CHUNKS = (512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
 # hit whose message does not exist (erased) inserts nothing instead of failing its batch.
 #
 # SQLite: one INSERT of many VALUES rows a chunk: a single statement step, where executemany
-# would release and re-take the GIL once a row and fight the event loop for it.
-# PostgreSQL: COPY into a temporary table, then one INSERT … SELECT.
+# would step (and release the GIL) once a row.
+# PostgreSQL: one INSERT of the batch as arrays, one array a column: a single round trip, with
+# the arrays sent in binary (psycopg dumps them three times faster than as text).
 
 
 @lru_cache(maxsize=len(_CHUNKS))
@@ -153,25 +156,38 @@ def _sqlite_insert(size: int) -> str:
     )
 
 
-_PG_INCOMING = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS hits_incoming (n INTEGER, message_id TEXT, kind TEXT, "
-    "link INTEGER, at BIGINT, method TEXT, ip TEXT, user_agent TEXT, accept TEXT, "
-    "accept_language TEXT, referer TEXT, via TEXT, purpose TEXT, verdict TEXT, agent TEXT, "
-    "confidence REAL, reasons TEXT) ON COMMIT DELETE ROWS"
+# The PostgreSQL type of each of HIT_FIELDS, for the arrays.
+_PG_TYPES = (
+    *("text", "text", "int", "bigint", "text", "text", "text", "text"),
+    *("text", "text", "text", "text", "text", "text", "real", "text"),
 )
-_PG_INSERT = (
+PG_INSERT_HITS = (
     f"INSERT INTO hits (user_id, {HIT_FIELDS}) "
-    f"SELECT m.user_id, {', '.join('i.' + f for f in _FIELDS)} "
-    "FROM hits_incoming i JOIN messages m ON m.id = i.message_id ORDER BY i.n"
+    f"SELECT m.user_id, {', '.join('v.' + f for f in _FIELDS)} "
+    "FROM unnest("
+    + ", ".join(f"%s::{t}[]" for t in _PG_TYPES)
+    + f") WITH ORDINALITY AS v({HIT_FIELDS}, n) "
+    "JOIN messages m ON m.id = v.message_id ORDER BY v.n"
 )
+
+
+def pg_hit_columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """The batch as one list a column, for ``PG_INSERT_HITS``."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def insert_hits_async(
+    conn: psycopg.AsyncConnection[Any], rows: Sequence[Sequence[Any]]
+) -> None:
+    """``insert_hits`` on the server's asynchronous PostgreSQL connection (autocommit)."""
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(PG_INSERT_HITS, pg_hit_columns(rows))
 
 
 def insert_hits(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
     """Insert hits given as tuples in ``HIT_FIELDS`` order, keeping their order."""
-    if conn.dialect == "postgresql":
-        conn.execute(_PG_INCOMING)
-        conn.copy("COPY hits_incoming FROM STDIN", ((n, *row) for n, row in enumerate(rows)))
-        conn.execute(_PG_INSERT)
+    if isinstance(conn.raw, psycopg.Connection):
+        conn.raw.cursor(binary=True).execute(PG_INSERT_HITS, pg_hit_columns(rows))
         return
     start = 0
     for size in _CHUNKS:

@@ -1,28 +1,31 @@
-"""The one writer: it owns the write connection and commits in groups.
+"""The one writer of hits: group commit on the event loop.
 
-Requests add their hit to the open batch and wait on a future of their own; the writer takes the
-batch, inserts it in one transaction, commits, and only then resolves the futures, so that a
-request is answered after its hit is durable while many hits share one commit (group commit).
+Requests add their hit to the open batch and wait on a future of their own. While one batch is
+being committed, the next one fills; when the commit returns, the waiting requests are answered
+and the next batch goes. A request is thus answered only after its hit is durable, while the hits
+of all the requests in hand share one commit.
+
+Measured here (wrk, 64 connections, BENCHMARKS.md), this beats a writer thread: 16k–18k req/s
+with a thread (GIL hand-offs and cross-thread wake-ups cost more than the commit) against
+22k–28k on the loop.
+
+- SQLite: the commit runs on the loop itself. Committing to a local file waits only for fsync,
+  and SQLite gets exactly one writer, this one.
+- PostgreSQL: an asynchronous connection sends each batch as one statement (one round trip), so
+  that the network, or a server that does not answer, never holds up the event loop.
+
 Other writes (registering messages) go through :meth:`Writer.run`, one transaction each.
-
-Where the commits run depends on the store:
-
-- SQLite (``inline``): on the event loop itself, as a callback scheduled when a batch opens, so
-  that every request already being handled joins it. Committing to a local file only waits for
-  fsync, and a second thread costs more: measured here (wrk, 64 connections), the pixel did
-  16k–18k req/s with a writer thread (GIL hand-offs, cross-thread wake-ups) and 22k–28k inline.
-- PostgreSQL: on a thread of its own, so that network round trips, or a server that does not
-  answer, never hold up the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import anyio.to_thread
+import psycopg
 
 from mailbeacon.store import queries
 from mailbeacon.store.db import Conn, Database
@@ -30,8 +33,6 @@ from mailbeacon.store.db import Conn, Database
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
-
-_Job = Callable[[Conn], Any]
 
 
 class _Batch:
@@ -41,141 +42,98 @@ class _Batch:
 
     def __init__(self) -> None:
         self.rows: list[Sequence[Any]] = []
-        self.waiters: list[asyncio.Future[Any]] = []
+        self.waiters: list[asyncio.Future[None]] = []
 
 
 class Writer:
-    def __init__(self, db: Database, *, inline: bool | None = None) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.inline = db.dialect == "sqlite" if inline is None else inline
-        self._lock = threading.Lock()  # guards _batch and _jobs between the loop and the thread
-        self._wakeup = threading.Event()
         self._batch: _Batch | None = None
-        self._jobs: collections.deque[tuple[_Job, asyncio.Future[Any]]] = collections.deque()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="mailbeacon-writer", daemon=True)
-        self._conn: Conn | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._sqlite: Conn | None = None
+        self._pg: psycopg.AsyncConnection[Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        if not self.inline:
-            self._thread.start()
 
-    def stop(self) -> None:
-        """Commit what is queued, and stop."""
-        self._stopping = True
-        if self.inline:
-            self._commit_pending()
-            self._close()
-        else:
-            self._wakeup.set()
-            self._thread.join()
+    async def stop(self) -> None:
+        """Commit what is queued, and close the connection."""
+        while self._flushing is not None:
+            await self._flushing
+        if self._sqlite is not None:
+            self._sqlite.raw.close()
+            self._sqlite = None
+        if self._pg is not None:
+            await self._pg.close()
+            self._pg = None
 
     async def add_hit(self, row: Sequence[Any]) -> None:
         """Queue a hit (``queries.HIT_FIELDS`` order); return once it is committed."""
-        done = self._running_loop().create_future()
-        with self._lock:
-            batch = self._batch
-            if batch is None:
-                batch = self._batch = _Batch()
-                if self.inline:
-                    # After the callbacks already due: the requests in hand join this batch.
-                    self._running_loop().call_soon(self._commit_pending)
-                else:
-                    self._wakeup.set()
-            batch.rows.append(row)
-            batch.waiters.append(done)
+        if self.loop is None:
+            raise RuntimeError("the writer is not started")
+        done = self.loop.create_future()
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch()
+        batch.rows.append(row)
+        batch.waiters.append(done)
+        if self._flushing is None:
+            # Its first step runs after the callbacks already due: the requests in hand join.
+            self._flushing = self.loop.create_task(self._flush())
         await done
 
     async def run(self, fn: Callable[Concatenate[Conn, P], T], *a: P.args, **kw: P.kwargs) -> T:
-        """Run ``fn(conn, ...)`` in a write transaction of its own on the writer thread."""
-        job: _Job = lambda conn: fn(conn, *a, **kw)  # noqa: E731
-        if self.inline:
-            return self._transaction(job)  # type: ignore[no-any-return]
-        future: asyncio.Future[T] = self._running_loop().create_future()
-        with self._lock:
-            self._jobs.append((job, future))
-        self._wakeup.set()
-        return await future
+        """Run ``fn(conn, ...)`` in a write transaction of its own."""
+        if self.db.dialect == "sqlite":
+            return self._sqlite_transaction(lambda conn: fn(conn, *a, **kw))
+        return await anyio.to_thread.run_sync(lambda: self.db.write(fn, *a, **kw))
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        if self.loop is None:
-            raise RuntimeError("the writer is not started")
-        return self.loop
-
-    # --- on the loop (inline) or on the writer thread -----------------------------------------
-
-    def _commit_pending(self) -> None:
-        with self._lock:
-            batch, self._batch = self._batch, None
-        if batch is not None:
-            self._commit_hits(batch)
-
-    def _loop(self) -> None:
-        while True:
-            self._wakeup.wait()
-            self._wakeup.clear()  # before taking the work: a later set() is not lost
-            with self._lock:
-                jobs = list(self._jobs)
-                self._jobs.clear()
-                idle = self._batch is None and not jobs
-            self._commit_pending()
-            for job, future in jobs:
-                self._commit_job(job, future)
-            if self._stopping and idle:
-                break
-        self._close()
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.raw.close()
-            self._conn = None
-
-    def _transaction(self, fn: _Job) -> Any:
-        if self._conn is None:
-            self._conn = self.db.connect()
+    async def _flush(self) -> None:
         try:
-            with self.db.transaction(self._conn) as conn:
-                return fn(conn)
+            while self._batch is not None:
+                batch, self._batch = self._batch, None
+                try:
+                    await self._store(batch.rows)
+                except Exception as exc:
+                    log.exception("could not store %d hits", len(batch.rows))
+                    outcome: BaseException | None = exc
+                else:
+                    outcome = None
+                for future in batch.waiters:
+                    if future.done():  # its request was cancelled (the client went away)
+                        continue
+                    if outcome is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(outcome)
+        finally:
+            self._flushing = None
+
+    async def _store(self, rows: Sequence[Sequence[Any]]) -> None:
+        if self.db.dialect == "sqlite":
+            self._sqlite_transaction(lambda conn: queries.insert_hits(conn, rows))
+            return
+        if self._pg is None:
+            self._pg = await psycopg.AsyncConnection.connect(
+                self.db.url, autocommit=True, connect_timeout=5
+            )
+        try:
+            await queries.insert_hits_async(self._pg, rows)
         except BaseException:
-            # The connection may be broken (server gone, disk full); start afresh next time.
-            try:
-                self._conn.raw.close()
-            finally:
-                self._conn = None
+            # The connection may be broken (server gone); the next batch connects afresh.
+            pg, self._pg = self._pg, None
+            await pg.close()
             raise
 
-    def _commit_hits(self, batch: _Batch) -> None:
+    def _sqlite_transaction(self, fn: Callable[[Conn], T]) -> T:
+        if self._sqlite is None:
+            self._sqlite = self.db.connect()
         try:
-            self._transaction(lambda conn: queries.insert_hits(conn, batch.rows))
-        except Exception as exc:
-            log.exception("could not store %d hits", len(batch.rows))
-            self._settle(batch.waiters, None, exc)
-        else:
-            self._settle(batch.waiters, None, None)
-
-    def _commit_job(self, job: _Job, future: asyncio.Future[Any]) -> None:
-        try:
-            result = self._transaction(job)
-        except Exception as exc:
-            self._settle([future], None, exc)
-        else:
-            self._settle([future], result, None)
-
-    def _settle(
-        self, futures: list[asyncio.Future[Any]], result: Any, exc: BaseException | None
-    ) -> None:
-        def wake() -> None:
-            for future in futures:
-                if future.done():  # its request was cancelled (the client went away)
-                    continue
-                if exc is None:
-                    future.set_result(result)
-                else:
-                    future.set_exception(exc)
-
-        if self.inline:
-            wake()
-        elif self.loop is not None:
-            self.loop.call_soon_threadsafe(wake)
+            with self.db.transaction(self._sqlite) as conn:
+                return fn(conn)
+        except BaseException:
+            # The connection may be broken (disk gone); the next transaction reconnects.
+            conn, self._sqlite = self._sqlite, None
+            conn.raw.close()
+            raise

@@ -40,7 +40,7 @@ class App:
             try:
                 yield
             finally:
-                services.writer.stop()
+                await services.writer.stop()
                 services.db.close()
 
         self.starlette = Starlette(
