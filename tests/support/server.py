@@ -19,18 +19,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data: Path, db: str, secret: str) -> None:
+    def __init__(self, data: Path, db: str, secret: str | None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data / "serve.log"
         data.mkdir(parents=True, exist_ok=True)
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("MAILBEACON_")},
             "MAILBEACON_DATA": str(data),
             "MAILBEACON_DB": db,
-            "MAILBEACON_SECRET": secret,
             "MAILBEACON_LISTEN": f"127.0.0.1:{self.port}",
         }
+        if secret is not None:
+            env["MAILBEACON_SECRET"] = secret
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mailbeacon", "serve"],

@@ -1,0 +1,78 @@
+"""``mailbeacon serve`` from nothing, as the README's quick start uses it."""
+
+import json
+import re
+import signal
+import stat
+import urllib.request
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mailbeacon.cli import app
+from tests.support.server import ServerProcess
+
+
+def call(url: str, key: str | None = None, body: dict[str, object] | None = None) -> bytes:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {key}"} if key else {},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        data: bytes = response.read()
+        return data
+
+
+def test_the_first_start_creates_the_secret_and_an_admin_and_records_a_hit(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    server = ServerProcess(data, str(data / "mailbeacon.db"), secret=None)
+    try:
+        output = server.log.read_text()
+        key = re.search(r"mb_[A-Za-z0-9_-]{40,}", output)
+        assert key, output
+        assert server.url in output
+        assert stat.S_IMODE((data / "secret").stat().st_mode) == 0o600
+        sent = json.loads(
+            call(
+                server.url + "/api/v1/messages",
+                key.group(0),
+                {
+                    "from": "me@example.com",
+                    "to": ["r@example.com"],
+                    "subject": "Hi",
+                    "html": '<p><a href="https://example.com/sale">sale</a></p>',
+                },
+            )
+        )["messages"][0]
+        assert len(call(sent["pixel_url"])) == 43
+        found = json.loads(call(f"{server.url}/api/v1/messages/{sent['id']}", key.group(0)))
+        assert found["counts"] == {"opens": 1, "clicks": 0}
+    finally:
+        server.kill(signal.SIGTERM)
+
+
+def test_a_rotated_secret_keeps_old_tokens_working(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = ServerProcess(data, str(data / "mailbeacon.db"), secret=None)
+    try:
+        key = re.search(r"mb_[A-Za-z0-9_-]{40,}", server.log.read_text())
+        assert key
+        body = {"from": "me@example.com", "to": ["r@example.com"], "subject": "s", "html": "x"}
+        old = json.loads(call(server.url + "/api/v1/messages", key.group(0), body))["messages"][0]
+    finally:
+        server.kill(signal.SIGTERM)
+    env = {"MAILBEACON_DATA": str(data)}
+    assert (
+        CliRunner().invoke(app, ["secret", "rotate", "--data", str(data)], env=env).exit_code == 0
+    )
+    assert len((data / "secret").read_text().split()) == 2
+    server = ServerProcess(data, str(data / "mailbeacon.db"), secret=None)
+    try:
+        call(old["pixel_url"].replace(old["pixel_url"].split("/o/")[0], server.url))
+        found = json.loads(call(f"{server.url}/api/v1/messages/{old['id']}", key.group(0)))
+        assert found["counts"]["opens"] == 1
+    finally:
+        server.kill(signal.SIGTERM)
