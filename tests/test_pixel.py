@@ -1,5 +1,6 @@
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -120,14 +121,16 @@ def test_it_refuses_other_methods_and_records_nothing(
     assert db.read(lambda conn: conn.one("SELECT COUNT(*) FROM hits")) == (0,)
 
 
-def test_it_still_answers_when_storage_fails(
-    client: TestClient, alice: Persona, db: Database
+def test_it_still_answers_when_storage_fails_and_says_so_in_the_log(
+    client: TestClient, alice: Persona, db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     message = send(client, alice)
     db.write(lambda conn: conn.execute("DROP TABLE hits"))
     response = client.get(path_of(message["pixel_url"]))
     assert response.status_code == 200
     assert response.content == GIF
+    assert "could not store 1 hits" in caplog.text
+    assert "answered a hit (open) that could not be stored" in caplog.text
 
 
 def test_robots_are_told_to_stay_away(client: TestClient) -> None:

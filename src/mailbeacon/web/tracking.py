@@ -122,7 +122,7 @@ class TrackingRoutes:
         except Exception:
             # The request is answered all the same (a pixel never fails visibly); the writer has
             # logged why the hit could not be stored.
-            log.warning("answered a %s hit that could not be stored", kind)
+            log.warning("answered a hit (%s) that could not be stored", kind)
 
 
 async def _answer(
