@@ -87,8 +87,19 @@ def purpose(headers: Mapping[str, str]) -> str:
     return headers.get("sec-purpose") or headers.get("purpose") or headers.get("x-purpose") or ""
 
 
+_STORED = (
+    ("user-agent", MAX_USER_AGENT),
+    ("accept", MAX_HEADER),
+    ("accept-language", MAX_HEADER),
+    ("referer", MAX_HEADER),
+    ("via", MAX_HEADER),
+)
+
+
 def clean(value: str, limit: int) -> str:
     """Bounded, storable text: no NUL (PostgreSQL refuses it), no lone surrogates."""
+    if not value:
+        return value
     value = value[:limit]
     if value.isascii():
         return value.replace("\x00", "\ufffd")
@@ -112,11 +123,7 @@ def hit_row(
         at,
         clean(method, 16),
         ip,
-        clean(headers.get("user-agent", ""), MAX_USER_AGENT),
-        clean(headers.get("accept", ""), MAX_HEADER),
-        clean(headers.get("accept-language", ""), MAX_HEADER),
-        clean(headers.get("referer", ""), MAX_HEADER),
-        clean(headers.get("via", ""), MAX_HEADER),
+        *[clean(headers.get(name) or "", limit) for name, limit in _STORED],
         clean(purpose(headers), MAX_HEADER),
         "unknown",
         "unknown",

@@ -22,8 +22,7 @@ import hmac
 import secrets
 import string
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Kind = Literal["o", "c"]
 
@@ -61,9 +60,8 @@ def _derive(secret: str) -> tuple[int, bytes]:
     return hashlib.sha256(key).digest()[0], key
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a verified token names."""
+class Target(NamedTuple):
+    """What a verified token names (a named tuple: built on every tracking request)."""
 
     message_id: str
     link: int | None  # position of the link in the message; None for the pixel
