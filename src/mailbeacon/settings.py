@@ -95,10 +95,6 @@ class Settings:
     smtp_listen: str
     secrets: tuple[str, ...] = field(repr=False)
 
-    @property
-    def is_postgresql(self) -> bool:
-        return self.db.startswith(("postgresql://", "postgres://"))
-
     @classmethod
     def load(
         cls,

@@ -236,11 +236,6 @@ def events(conn: Conn, user_id: int, after: int, limit: int) -> list[Row]:
     )
 
 
-def count_hits(conn: Conn) -> int:
-    row = conn.one("SELECT COUNT(*) FROM hits")
-    return int(row[0]) if row else 0
-
-
 # --- statistics -----------------------------------------------------------------------------
 
 
