@@ -154,6 +154,7 @@ class Round:
 
     load: Load
     recorded: int  # hits (nginx: access log lines) written during the measured run
+    cpu_seconds: float  # CPU (user + system) of the server's process group during the run
     log_errors: int  # error lines in the server's log, whole run
     exceptions: Counter[str]  # exceptions named in its tracebacks
     exit_code: int | None  # how the server exited when asked to stop; None: it had to be killed
@@ -161,6 +162,10 @@ class Round:
     @property
     def complete(self) -> bool:
         return self.recorded >= self.load.answered
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / max(self.load.requests, 1) * 1e6
 
 
 @dataclass(frozen=True)
@@ -381,6 +386,7 @@ class Server:
 
     base: str
     log: Path
+    group: int = 0  # its process group: the server and any workers it starts
     exit_code: int | None = None
 
 
@@ -391,6 +397,23 @@ class Subject:
     server: Server
     url: str
     count: Callable[[], int]
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(group: int) -> float:
+    """CPU time (user + system) used so far by the live processes of a process group."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        # After the command name: state, ppid, pgrp, …, utime (12th), stime (13th).
+        if int(fields[2]) == group:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
 
 
 def _count_lines(path: Path) -> int:
@@ -423,6 +446,7 @@ def nginx(procs: Processes, workdir: Path) -> Iterator[Subject]:
     server = Server(f"http://127.0.0.1:{port}", workdir / "error.log")
     args = ["nginx", "-p", str(workdir), "-c", str(config), "-e", str(server.log)]
     child = procs.start(args, workdir / "stderr.log")
+    server.group = child.pid
     try:
         _wait_until_up("nginx", server.base + "/o/x.gif", child, workdir / "stderr.log")
         yield Subject(
@@ -453,6 +477,7 @@ def mailbeacon(procs: Processes, data: Path, db: str | None) -> Iterator[Server]
     server = Server(f"http://127.0.0.1:{port}", data / "serve.log")
     args = [*MAILBEACON, "serve", "--listen", f"127.0.0.1:{port}", *_flags(data, db)]
     child = procs.start(args, server.log)
+    server.group = child.pid
     try:
         _wait_until_up("mailbeacon serve", server.base + "/healthz", child, server.log)
         yield server
@@ -504,11 +529,14 @@ def measure(procs: Processes, scenario: contextlib.AbstractContextManager[Subjec
     with scenario as subject:
         wrk(procs, subject.url, WARMUP_SECONDS)
         before = subject.count()
+        cpu_before = group_cpu_seconds(subject.server.group)
         load = wrk(procs, subject.url, SECONDS)
+        cpu = group_cpu_seconds(subject.server.group) - cpu_before
     log = _lines(subject.server.log)
     return Round(
         load=load,
         recorded=subject.count() - before,
+        cpu_seconds=cpu,
         log_errors=sum(1 for line in log if LOG_ERROR.search(line)),
         exceptions=_exceptions(log),
         exit_code=subject.server.exit_code,
@@ -642,10 +670,19 @@ def summary_table(scenarios: Sequence[Scenario]) -> list[str]:
                 f"{s.median(lambda load: load.p50_ms):.2f} ms",
                 f"{s.median(lambda load: load.p99_ms):.2f} ms",
                 _ratio(s, statistics.median(s.ratios)),
+                f"{statistics.median(r.cpu_us_per_request for r in s.rounds):.1f} µs",
                 f"{_yes(s.complete)} ({what} {recorded:,} {compared} answered {answered:,})",
             ]
         )
-    header = ["scenario", "req/s", "p50", "p99", "× nginx", "every answered hit recorded"]
+    header = [
+        "scenario",
+        "req/s",
+        "p50",
+        "p99",
+        "× nginx",
+        "server CPU a request",
+        "every answered hit recorded",
+    ]
     return _table(header, rows)
 
 
@@ -798,6 +835,9 @@ def render(
         "`synchronous=FULL`.",
         "- *log errors* counts error lines in the server's log (nginx's error log; mailbeacon's "
         "output) during the whole run.",
+        "- *server CPU a request* is the CPU time (user + system) of the server's processes "
+        "during the measured run over the requests answered: the cost that does not depend on "
+        "how busy the box was. PostgreSQL's own processes are not in it.",
         "",
     ]
     return "\n".join(lines)
