@@ -31,6 +31,8 @@ from mailbeacon.store import queries
 from mailbeacon.store.db import Conn, Database
 
 log = logging.getLogger(__name__)
+
+PG_BATCH_TIMEOUT = 5.0  # seconds
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -52,6 +54,7 @@ class Writer:
         self._flushing: asyncio.Task[None] | None = None
         self._sqlite: Conn | None = None
         self._pg: psycopg.AsyncConnection[Any] | None = None
+        self._closing: set[asyncio.Future[None]] = set()  # dropped connections being closed
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -115,16 +118,26 @@ class Writer:
             self._sqlite_transaction(lambda conn: queries.insert_hits(conn, rows))
             return
         if self._pg is None:
-            self._pg = await psycopg.AsyncConnection.connect(
-                self.db.url, autocommit=True, connect_timeout=5
-            )
+            async with asyncio.timeout(PG_BATCH_TIMEOUT):
+                self._pg = await psycopg.AsyncConnection.connect(self.db.url, autocommit=True)
+        pg = self._pg
+        insert = asyncio.ensure_future(queries.insert_hits_async(pg, rows))
         try:
-            await queries.insert_hits_async(self._pg, rows)
+            # A server that stops answering would hold every waiting pixel: past the limit the
+            # batch fails, its requests are answered all the same, and it is logged. The
+            # connection is dropped, and closed once the stuck statement gives up.
+            await asyncio.wait_for(asyncio.shield(insert), PG_BATCH_TIMEOUT)
         except BaseException:
-            # The connection may be broken (server gone); the next batch connects afresh.
-            pg, self._pg = self._pg, None
-            await pg.close()
+            self._pg = None
+            insert.add_done_callback(lambda done: self._close_after(done, pg))
             raise
+
+    def _close_after(self, insert: asyncio.Future[None], pg: psycopg.AsyncConnection[Any]) -> None:
+        if not insert.cancelled():
+            insert.exception()  # seen: the batch has already been reported
+        closing = asyncio.ensure_future(pg.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def _sqlite_transaction(self, fn: Callable[[Conn], T]) -> T:
         if self._sqlite is None:
