@@ -69,7 +69,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (message_id, position)
         );
         -- No foreign key to messages: a hit whose message is gone (erased) is simply not
-        -- inserted (see queries.INSERT_HIT), and one such hit never fails a whole batch.
+        -- inserted (see queries.insert_hits), and one such hit never fails a whole batch.
         CREATE TABLE hits (
             id {id},
             message_id TEXT NOT NULL,

@@ -5,7 +5,7 @@ being committed, the next one fills; when the commit returns, the waiting reques
 and the next batch goes. A request is thus answered only after its hit is durable, while the hits
 of all the requests in hand share one commit.
 
-Measured here (wrk, 64 connections, BENCHMARKS.md), this beats a writer thread: 16k–18k req/s
+Measured here (wrk, 64 connections), this beats a writer thread: 16k–18k req/s
 with a thread (GIL hand-offs and cross-thread wake-ups cost more than the commit) against
 22k–28k on the loop.
 
