@@ -1,8 +1,9 @@
 """Run the app on granian, embedded in our own event loop (uvloop).
 
 Embedding keeps one process and one event loop: the hit writer, and later the SMTP relay and
-background workers, live beside the HTTP server. SIGTERM and SIGINT stop it gracefully: granian stops accepting,
-the ASGI lifespan shuts down, and the writer commits what is queued before the process exits.
+background workers, live beside the HTTP server. SIGTERM and SIGINT stop it gracefully: granian
+stops accepting, the ASGI lifespan shuts down, and the writer commits what is queued before the
+process exits.
 """
 
 from __future__ import annotations
