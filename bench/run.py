@@ -830,9 +830,9 @@ def render(
         "nginx: access log lines) between the warm-up and the server's shutdown. It may exceed "
         "*answered* by the requests still in flight when wrk stopped counting; it must never be "
         "lower, or a visitor saw a pixel whose hit was lost.",
-        "- The throwaway PostgreSQL server runs with `fsync=off` (the test suite's settings), so "
-        "its commits cost less than on a production server; SQLite commits with "
-        "`synchronous=FULL`.",
+        "- Both stores are durable as in production: PostgreSQL with its default `fsync=on` and "
+        "`synchronous_commit=on` (unlike the test suite's throwaway server), SQLite with "
+        "`synchronous=FULL`. PostgreSQL runs on the same two cores.",
         "- *log errors* counts error lines in the server's log (nginx's error log; mailbeacon's "
         "output) during the whole run.",
         "- *server CPU a request* is the CPU time (user + system) of the server's processes "
@@ -848,7 +848,7 @@ def render(
 
 @contextlib.contextmanager
 def postgres() -> Iterator[TemporaryPostgres]:
-    pg = TemporaryPostgres()
+    pg = TemporaryPostgres(durable=True)
     try:
         yield pg.start()
     finally:

@@ -36,7 +36,10 @@ def _free_port() -> int:
 
 
 class TemporaryPostgres:
-    def __init__(self) -> None:
+    """A PostgreSQL server of our own; ``durable=False`` (tests) skips fsync for speed."""
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.dir = Path(tempfile.mkdtemp(prefix="mailbeacon-pg-"))
         self.port = _free_port()
         self.bindir = _bindir()
@@ -62,8 +65,8 @@ class TemporaryPostgres:
             str(self.dir / "log"),
             "-w",
             "-o",
-            f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c full_page_writes=off "
-            "-c max_connections=300",
+            f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=300"
+            + ("" if self.durable else " -c fsync=off -c full_page_writes=off"),
             "start",
         )
         deadline = time.monotonic() + 30
