@@ -50,6 +50,26 @@ def test_it_refuses_a_bad_listen_address_or_proxy_cidr(tmp_path: Path) -> None:
         Settings.load({**base, "trusted_proxies": "10.0.0.0/8, banana"}, environ={})
 
 
+def test_it_reads_the_apple_egress_settings(tmp_path: Path) -> None:
+    base = {"data": str(tmp_path), "secret": "e" * 40}
+    defaults = Settings.load(base, environ={})
+    assert (defaults.apple_egress, defaults.apple_egress_refresh) == (None, 24.0)
+    relay = tmp_path / "relay.txt"
+    relay.write_text("192.0.2.0/24\n")
+    environ = {"MAILBEACON_APPLE_EGRESS": str(relay), "MAILBEACON_APPLE_EGRESS_REFRESH": "0"}
+    settings = Settings.load(base, environ=environ)
+    assert (settings.apple_egress, settings.apple_egress_refresh) == (relay, 0.0)
+
+
+def test_it_refuses_a_bad_apple_egress_refresh_or_a_missing_egress_file(tmp_path: Path) -> None:
+    base = {"data": str(tmp_path), "secret": "e" * 40}
+    for hours in ("daily", "-1", "nan", "inf", ""):
+        with pytest.raises(SettingsError, match="must be a number of hours"):
+            Settings.load({**base, "apple_egress_refresh": hours}, environ={})
+    with pytest.raises(SettingsError, match="--apple-egress: no file"):
+        Settings.load({**base, "apple_egress": str(tmp_path / "missing.csv")}, environ={})
+
+
 def test_rotation_puts_a_new_secret_first_and_keeps_the_old(tmp_path: Path) -> None:
     first = Settings.load({"data": str(tmp_path)}, environ={}).secrets
     rotate_secret_file(tmp_path)

@@ -7,6 +7,7 @@ table is checked against ``SETTINGS`` by a test, so a setting cannot go undocume
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -62,6 +63,17 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Comma-separated earlier secrets whose tokens still verify after a rotation.",
     ),
+    Setting(
+        "apple_egress",
+        "",
+        "Local file with Apple's Private Relay egress ranges (Apple's CSV or one CIDR a line) "
+        "to use instead of the downloaded copy; for offline use.",
+    ),
+    Setting(
+        "apple_egress_refresh",
+        "24",
+        "Hours between refreshes of Apple's egress list in `serve`; 0 turns refreshing off.",
+    ),
 )
 
 
@@ -84,6 +96,30 @@ def _parse_networks(
     return tuple(networks)
 
 
+def _parse_refresh_hours(value: str) -> float:
+    problem = SettingsError(
+        f"--apple-egress-refresh must be a number of hours (0 turns refreshing off), got {value!r}"
+    )
+    try:
+        hours = float(value)
+    except ValueError as exc:
+        raise problem from exc
+    if not 0 <= hours < math.inf:  # nan fails every comparison, so it is refused too
+        raise problem
+    return hours
+
+
+def _parse_egress_file(value: str) -> Path | None:
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise SettingsError(
+            f"--apple-egress: no file {str(path)!r}; leave it empty to use the downloaded copy"
+        )
+    return path
+
+
 @dataclass(frozen=True)
 class Settings:
     data: Path
@@ -93,6 +129,8 @@ class Settings:
     public_url: str
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     smtp_listen: str
+    apple_egress: Path | None
+    apple_egress_refresh: float  # hours
     secrets: tuple[str, ...] = field(repr=False)
 
     @classmethod
@@ -138,6 +176,8 @@ class Settings:
             public_url=public_url,
             trusted_proxies=_parse_networks(raw["trusted_proxies"]),
             smtp_listen=raw["smtp_listen"],
+            apple_egress=_parse_egress_file(raw["apple_egress"]),
+            apple_egress_refresh=_parse_refresh_hours(raw["apple_egress_refresh"]),
             secrets=(*keyring, *previous),
         )
 
