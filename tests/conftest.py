@@ -19,9 +19,13 @@ from mailbeacon.settings import Settings
 from mailbeacon.store.db import Database
 from mailbeacon.web.app import App
 from mailbeacon.web.services import Services
+from tests.support.peers import Peers
 from tests.support.postgres import TemporaryPostgres
 
 SECRET = "test-secret-" + "x" * 40
+# Apple's Private Relay egress ranges, for tests only (never committed: the product downloads
+# Apple's list itself). ../shared/data/README.md says where they come from.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 _databases = itertools.count()
 
 
@@ -34,6 +38,19 @@ def postgres() -> Iterator[TemporaryPostgres]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def apple_egress(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both of the shared egress lists in one file, as ``--apple-egress`` takes it."""
+    path = tmp_path_factory.mktemp("apple") / "egress.txt"
+    path.write_text(
+        "".join(
+            (SHARED_DATA / f"apple-private-relay-egress-{family}.txt").read_text()
+            for family in ("ipv4", "ipv6")
+        )
+    )
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
@@ -43,7 +60,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(db_url: str, tmp_path: Path) -> Settings:
+def settings(db_url: str, tmp_path: Path, apple_egress: Path) -> Settings:
     return Settings.load(
         {
             "data": str(tmp_path / "data"),
@@ -54,6 +71,8 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
             "trusted_proxies": "",
             "previous_secrets": "",
             "smtp_listen": "",
+            "apple_egress": str(apple_egress),
+            "apple_egress_refresh": "0",
         },
         environ={},
     )
@@ -75,6 +94,7 @@ def env(settings: Settings) -> dict[str, str]:
         "MAILBEACON_DB": settings.db,
         "MAILBEACON_SECRET": SECRET,
         "MAILBEACON_PUBLIC_URL": settings.public_url,
+        "MAILBEACON_APPLE_EGRESS": str(settings.apple_egress),
     }
 
 
@@ -114,7 +134,8 @@ PEER = ("203.0.113.7", 50000)
 
 @pytest.fixture
 def client(services: Services) -> Iterator[TestClient]:
-    with TestClient(App(services), base_url="https://t.example.test", client=PEER) as test_client:
+    app = Peers(App(services))
+    with TestClient(app, base_url="https://t.example.test", client=PEER) as test_client:
         yield test_client
 
 

@@ -29,12 +29,21 @@ def test_it_registers_one_tracked_copy_per_recipient(client: TestClient, alice: 
 
 def test_the_message_shows_its_counts_and_hits(client: TestClient, alice: Persona) -> None:
     message = send(client, alice, campaign="december", sent_at="2026-12-01T09:30:00Z")
-    client.get(path_of(message["pixel_url"]))
-    client.get(path_of(message["pixel_url"]))
+    outlook = {
+        "User-Agent": "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17328)"
+    }
+    client.get(path_of(message["pixel_url"]), headers=outlook)
+    client.get(path_of(message["pixel_url"]), headers=outlook)
     client.get(path_of(message["links"][0]["tracked_url"]), follow_redirects=False)
     found = client.get(f"/api/v1/messages/{message['id']}", headers=alice.auth).json()
-    assert found["counts"] == {"opens": 2, "clicks": 1}
-    assert found["opened"] is True
+    assert found["counts"] == {
+        "opens": 2,  # a person's
+        "clicks": 0,  # TestClient's User-Agent ("testclient") is nobody's browser
+        "all_opens": 2,
+        "all_clicks": 1,
+        "by_verdict": {"click:unknown": 1, "open:human": 2},
+    }
+    assert (found["opened"], found["state"]) == (True, "opened")
     assert found["campaign"] == "december"
     assert found["sent_at"] == "2026-12-01T09:30:00Z"
     assert [h["kind"] for h in found["hits"]] == ["open", "open", "click"]

@@ -33,14 +33,26 @@ def test_a_short_secret_refuses_to_start_with_a_clear_message(env: dict[str, str
 
 def test_help_lists_every_command() -> None:
     result = runner.invoke(app, ["--help"])
-    for command in ("serve", "users", "instrument", "replay", "stats", "secret"):
+    for command in ("serve", "users", "instrument", "replay", "stats", "secret", "signatures"):
         assert command in result.output
 
 
 def test_the_readme_documents_every_command() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for command in ("serve", "users add", "instrument", "replay", "stats", "secret rotate"):
+    for command in (
+        "serve",
+        "users add",
+        "instrument",
+        "replay",
+        "stats",
+        "secret rotate",
+        "signatures update",
+        "signatures status",
+    ):
         assert f"`mailbeacon {command}" in readme, command
+
+
+OUTLOOK_IOS = "Outlook-iOS/709.2226530.prod.iphone (3.24.1)"
 
 
 def test_stats_prints_campaign_figures_as_json(
@@ -48,7 +60,7 @@ def test_stats_prints_campaign_figures_as_json(
 ) -> None:
     opened = send(client, alice, campaign="spring")
     send(client, alice, campaign="spring")
-    client.get(path_of(opened["pixel_url"]))
+    client.get(path_of(opened["pixel_url"]), headers={"User-Agent": OUTLOOK_IOS})
     result = runner.invoke(
         app, ["stats", "--campaign", "spring", "--user", alice.email, "--json"], env=env
     )

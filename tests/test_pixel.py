@@ -48,8 +48,10 @@ def test_it_records_an_open_with_what_the_request_carried(
     assert hit["method"] == "GET"
     assert hit["ip"] == "203.0.113.7"
     assert hit["user_agent"] == "Mozilla/5.0 (Windows NT 10.0) Thunderbird/115.5.0"
-    assert hit["verdict"] == "unknown"
-    assert hit["reasons"][0]["rule"] == "unclassified"
+    # Thunderbird, but marked as a prefetch: nobody looked yet.
+    assert (hit["verdict"], hit["agent"]) == ("machine", "prefetch")
+    assert hit["reasons"][0]["rule"] == "prefetch_header"
+    assert hit["client"] == {"name": "Thunderbird", "type": "desktop", "os": "Windows 10"}
 
 
 def test_it_stores_accept_language_referer_via_and_purpose(

@@ -86,4 +86,4 @@ def test_replay_prints_bad_lines_for_people(
     result = runner.invoke(app, ["replay", str(hits)], env=env)
     assert result.exit_code == 1
     assert "hits.jsonl:1: not JSON" in result.output
-    assert "0 hits recorded, 1 bad lines" in result.output
+    assert "0 hits recorded (0 earlier verdicts revised), 1 bad lines" in result.output

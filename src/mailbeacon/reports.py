@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from mailbeacon.stats.estimate import ASSUMPTIONS, Seen, estimate
 from mailbeacon.store import queries
 from mailbeacon.store.db import Conn, Row
 
@@ -18,7 +20,8 @@ def iso(us: int) -> str:
 def event(row: Row) -> dict[str, Any]:
     """A hit as the API shows it (``queries.EVENT_COLUMNS`` order)."""
     (id_, message_id, kind, _link, at, method, ip, user_agent, _accept, _lang, _referer, _via,
-     _purpose, verdict, agent, confidence, reasons, url) = row  # fmt: skip
+     _purpose, verdict, agent, confidence, reasons, client, client_type, os, revised_by,
+     revised_at, url) = row  # fmt: skip
     out: dict[str, Any] = {
         "id": id_,
         "message_id": message_id,
@@ -29,6 +32,9 @@ def event(row: Row) -> dict[str, Any]:
         "agent": agent,
         "confidence": confidence,
         "reasons": json.loads(reasons),
+        "revised_by": revised_by,
+        "revised_at": iso(revised_at) if revised_at is not None else None,
+        "client": {"name": client, "type": client_type, "os": os},
         "ip": ip,
         "user_agent": user_agent,
     }
@@ -37,11 +43,25 @@ def event(row: Row) -> dict[str, Any]:
     return out
 
 
+def open_state(hits: list[dict[str, Any]]) -> str:
+    """``opened`` (a person's open was seen), ``inferred`` (a person clicked, so opened),
+    ``machine_only`` (fetched, but never by a person), ``not_opened``."""
+    human = {h["kind"] for h in hits if h["verdict"] == "human"}
+    if "open" in human:
+        return "opened"
+    if "click" in human:
+        return "inferred"
+    return "machine_only" if hits else "not_opened"
+
+
 def message(conn: Conn, user_id: int, message_id: str) -> dict[str, Any] | None:
     row = queries.message(conn, user_id, message_id)
     if row is None:
         return None
-    id_, recipient, campaign, sender, subject, sent_at, created_at, opens, clicks = row
+    id_, recipient, campaign, sender, subject, sent_at, created_at, _opens, _clicks = row
+    hits = [event(r) for r in queries.hits_of(conn, id_)]
+    verdicts = Counter(f"{h['kind']}:{h['verdict']}" for h in hits)
+    state = open_state(hits)
     return {
         "id": id_,
         "recipient": recipient,
@@ -50,10 +70,17 @@ def message(conn: Conn, user_id: int, message_id: str) -> dict[str, Any] | None:
         "campaign": campaign,
         "sent_at": iso(sent_at),
         "created_at": iso(created_at),
-        "opened": opens > 0,
-        "counts": {"opens": opens, "clicks": clicks},
+        "opened": state in ("opened", "inferred"),
+        "state": state,
+        "counts": {
+            "opens": verdicts["open:human"],
+            "clicks": verdicts["click:human"],
+            "all_opens": sum(v for k, v in verdicts.items() if k.startswith("open:")),
+            "all_clicks": sum(v for k, v in verdicts.items() if k.startswith("click:")),
+            "by_verdict": {k: verdicts[k] for k in sorted(verdicts)},
+        },
         "links": queries.links_of(conn, id_),
-        "hits": [event(r) for r in queries.hits_of(conn, id_)],
+        "hits": hits,
     }
 
 
@@ -65,26 +92,66 @@ def events(conn: Conn, user_id: int, after: int, limit: int) -> dict[str, Any]:
     }
 
 
-def campaign_stats(conn: Conn, user_id: int, campaign: str | None = None) -> list[dict[str, Any]]:
-    """Per campaign: deliveries, unique and total opens and clicks, the naive open rate.
+def _rate(n: int, delivered: int) -> float:
+    return round(n / delivered, 4) if delivered else 0.0
 
-    "Unique" is per recipient (each message has one). Every pixel fetch counts here, robots
-    included; that is what most tools show, and why it is called naive.
+
+def stats(conn: Conn, scope: queries.Scope) -> list[dict[str, Any]]:
+    """Honest statistics per campaign (or for one recipient's messages).
+
+    - ``naive_open_rate``: any pixel fetch, robots included: what most tools show.
+    - ``observed_open_rate``: recipients with a human open.
+    - ``inferred_open_rate``: … or a human click (a click implies an open).
+    - ``estimated_open_rate``: … plus the opens nobody can see, with a 95% interval and the
+      estimator's assumptions (``stats.estimate``).
+    - ``click_rate``: recipients with a human click. Unique figures are per recipient.
     """
+    hits: dict[Any, dict[str, Counter[str]]] = {}
+    for key, kind, verdict, agent, n in queries.hit_counts(conn, scope):
+        counts = hits.setdefault(key, {"by_verdict": Counter(), "by_agent": Counter()})
+        counts["by_verdict"][f"{kind}:{verdict}"] += int(n)
+        counts["by_agent"][f"{kind}:{agent}"] += int(n)
+    clients: dict[Any, list[dict[str, Any]]] = {}
+    for key, client, client_type, os, n in queries.client_counts(conn, scope):
+        clients.setdefault(key, []).append(
+            {"client": client, "type": client_type, "os": os, "recipients": int(n)}
+        )
     out = []
-    for name, *counts in queries.campaign_counts(conn, user_id, campaign):
-        # PostgreSQL sums to NUMERIC; both stores give whole numbers.
-        delivered, opened, clicked, opens, clicks = (int(c or 0) for c in counts)
+    for (
+        key,
+        delivered,
+        fetched,
+        opened,
+        clicked,
+        inferred,
+        mpp,
+        mpp_inferred,
+        *visible,
+    ) in queries.seen(conn, scope):
+        opened_v, clicked_v, both_v, outlook, thunderbird = visible
+        guess = estimate(
+            Seen(delivered, inferred, mpp, mpp_inferred, opened_v, clicked_v, both_v,
+                 {"outlook": outlook, "thunderbird": thunderbird})
+        )  # fmt: skip
+        named: dict[str, Any] = {} if scope.recipient is not None else {"campaign": key}
         out.append(
-            {
-                "campaign": name,
+            named
+            | {
                 "delivered": delivered,
+                "naive_open_rate": _rate(fetched, delivered),
+                "observed_open_rate": _rate(opened, delivered),
+                "inferred_open_rate": _rate(inferred, delivered),
+                "estimated_open_rate": guess.rate,
+                "estimated_open_rate_interval": [guess.low, guess.high],
+                "click_rate": _rate(clicked, delivered),
                 "unique_opens": opened,
                 "unique_clicks": clicked,
-                "opens": opens,
-                "clicks": clicks,
-                "naive_open_rate": round(opened / delivered, 4) if delivered else 0.0,
-                "naive_click_rate": round(clicked / delivered, 4) if delivered else 0.0,
+                "naive_unique_opens": fetched,
+                "privacy_protected": mpp,
+                "hits": {k: dict(v) for k, v in hits.get(key, {}).items()}
+                or {"by_verdict": {}, "by_agent": {}},
+                "clients": clients.get(key, []),
+                "assumptions": list(ASSUMPTIONS),
             }
         )
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mailbeacon.cli import instrument, replay, secret, serve, stats, users
+from mailbeacon.cli import explain, instrument, replay, secret, serve, signatures, stats, users
 
 app = typer.Typer(
     help="mailbeacon: email open and click tracking that tells the truth about opens.",
@@ -17,7 +17,9 @@ app.add_typer(users.app, name="users")
 app.command("instrument")(instrument.instrument)
 app.command("replay")(replay.replay)
 app.command("stats")(stats.stats)
+app.command("explain")(explain.explain)
 app.add_typer(secret.app, name="secret")
+app.add_typer(signatures.app, name="signatures")
 
 
 def main() -> None:

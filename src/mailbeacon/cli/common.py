@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mailbeacon.settings import SETTINGS, Settings, SettingsError
 from mailbeacon.store import queries
@@ -22,7 +23,9 @@ errors = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    # The message is plain text that may quote anything (a file's first line, an address):
+    # neither Rich markup like `[/x]` nor emoji codes like `:x:` may be read into it.
+    errors.print("[red]error:[/red] " + escape(message), markup=True, highlight=False, emoji=False)
     return typer.Exit(1)
 
 

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mailbeacon.classify.apple import AppleEgress
+from mailbeacon.classify.pipeline import Classifier
 from mailbeacon.cli.common import console, errors, open_db, print_json, with_settings
 from mailbeacon.ingest.replay import Replayer
 from mailbeacon.settings import Settings
@@ -39,7 +41,10 @@ def replay(
         ) as progress,
     ):
         task = progress.add_task("replay", total=hits.stat().st_size)
-        report = Replayer(db, Signer(settings.secrets)).run(
+        # Apple's list as kept in the data directory (or --apple-egress); replay never
+        # downloads it: `mailbeacon signatures update` does.
+        classifier = Classifier(AppleEgress.from_settings(settings))
+        report = Replayer(db, Signer(settings.secrets), classifier).run(
             lines, lambda n: progress.advance(task, n)
         )
     if as_json:
@@ -47,6 +52,7 @@ def replay(
             {
                 "lines": report.lines,
                 "recorded": report.recorded,
+                "revised": report.revised,
                 "bad": len(report.bad),
                 "bad_lines": [{"line": n, "error": why} for n, why in report.bad],
             }
@@ -57,7 +63,8 @@ def replay(
         if len(report.bad) > SHOWN_BAD_LINES:
             errors.print(f"… and {len(report.bad) - SHOWN_BAD_LINES} more bad lines")
         console.print(
-            f"{report.recorded} hits recorded, {len(report.bad)} bad lines, "
+            f"{report.recorded} hits recorded ({report.revised} earlier verdicts revised), "
+            f"{len(report.bad)} bad lines, "
             f"{report.lines} lines read",
             highlight=False,
         )

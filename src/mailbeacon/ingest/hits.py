@@ -7,23 +7,18 @@ escaped wherever they are displayed, never here.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
+from mailbeacon.classify.pipeline import Classifier
+from mailbeacon.classify.rules import Context, Hit, Kind, MessageFacts
 from mailbeacon.tracking.tokens import Target
 
-Kind = Literal["open", "click"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_USER_AGENT = 512
 MAX_HEADER = 1024
-
-# Until the classifier exists every hit is `unknown`, and says why (issue #3 replaces this).
-UNCLASSIFIED_REASONS = json.dumps(
-    [{"rule": "unclassified", "why": "No classification rule has looked at this hit yet."}]
-)
 
 
 # The same addresses come back again and again (a proxy, a gateway, the peer behind a load
@@ -107,6 +102,7 @@ def clean(value: str, limit: int) -> str:
 
 
 def hit_row(
+    classifier: Classifier,
     target: Target,
     kind: Kind,
     *,
@@ -114,19 +110,24 @@ def hit_row(
     method: str,
     ip: str,
     headers: Mapping[str, str],
+    message: MessageFacts | None,
+    self_user: int | None = None,
 ) -> tuple[Any, ...]:
-    """A hit in ``queries.HIT_FIELDS`` order; ``headers`` has lower-case names."""
+    """A classified hit in ``queries.HIT_FIELDS`` order; ``headers`` has lower-case names.
+
+    ``message`` is what is known of the hit's message (None if it could not be read: the hit
+    is classified without it); ``self_user`` the user a sender's browser mark names.
+    """
+    method = clean(method, 16)
+    stored = [clean(headers.get(name) or "", limit) for name, limit in _STORED]
+    user_agent, _accept, _language, referer, via = stored
+    hint = clean(purpose(headers), MAX_HEADER)
+    outcome = classifier.classify(
+        Hit(kind, method, ip, user_agent, hint, referer, via),
+        Context.of(message, at, ip, self_user),
+    )
     return (
-        target.message_id,
-        kind,
-        target.link,
-        at,
-        clean(method, 16),
-        ip,
-        *[clean(headers.get(name) or "", limit) for name, limit in _STORED],
-        clean(purpose(headers), MAX_HEADER),
-        "unknown",
-        "unknown",
-        0.0,
-        UNCLASSIFIED_REASONS,
+        *(target.message_id, kind, target.link, at, method, ip, *stored, hint),
+        *(outcome.verdict, outcome.agent, outcome.confidence, outcome.reasons_json()),
+        *(outcome.client, outcome.client_type, outcome.os),
     )

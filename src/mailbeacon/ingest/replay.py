@@ -14,7 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from mailbeacon.ingest.hits import Kind, hit_row, normalise_ip
+from mailbeacon.accounts import now_us
+from mailbeacon.classify.pipeline import Classifier
+from mailbeacon.classify.rules import Kind
+from mailbeacon.classify.settle import settle_all
+from mailbeacon.ingest.hits import hit_row, normalise_ip
+from mailbeacon.ingest.messages import KnownMessages
 from mailbeacon.store import queries
 from mailbeacon.store.db import Database
 from mailbeacon.tracking.tokens import Signer
@@ -30,6 +35,7 @@ class BadLine(Exception):
 class ReplayReport:
     lines: int = 0
     recorded: int = 0
+    revised: int = 0  # earlier verdicts settled by later hits
     bad: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -56,10 +62,12 @@ def _headers(value: Any) -> Mapping[str, str]:
 
 
 class Replayer:
-    def __init__(self, db: Database, signer: Signer) -> None:
+    def __init__(self, db: Database, signer: Signer, classifier: Classifier) -> None:
         self.db = db
         self.signer = signer
+        self.classifier = classifier
         self._links: dict[str, list[str]] = {}
+        self._messages = KnownMessages()
 
     def _has_link(self, message_id: str, position: int) -> bool:
         links = self._links.get(message_id)
@@ -96,7 +104,11 @@ class Replayer:
         if ip is None:
             raise BadLine("ip: expected an IPv4 or IPv6 address")
         at, headers = _time(data.get("time")), _headers(data.get("headers"))
-        return hit_row(target, kind, at=at, method=method, ip=ip, headers=headers)
+        message = self.db.read(self._messages.read, target.message_id)
+        return hit_row(
+            self.classifier, target, kind, at=at, method=method, ip=ip, headers=headers,
+            message=message,
+        )  # fmt: skip
 
     def run(
         self, lines: Iterable[str], progress: Callable[[int], None] = lambda n: None
@@ -116,6 +128,9 @@ class Replayer:
             if len(batch) >= BATCH:
                 report.recorded += self._flush(batch)
         report.recorded += self._flush(batch)
+        # Later hits revise earlier ones (a scanner's sweep): when replay returns, every verdict
+        # reflects every hit replayed.
+        report.revised = settle_all(self.db, now_us())
         return report
 
     def _flush(self, batch: list[tuple[Any, ...]]) -> int:

@@ -94,4 +94,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX hits_by_user ON hits (user_id, id)
         """,
     ),
+    Migration(
+        2,
+        "honest opens",
+        """
+        ALTER TABLE hits ADD COLUMN client TEXT NOT NULL DEFAULT '';
+        ALTER TABLE hits ADD COLUMN client_type TEXT NOT NULL DEFAULT '';
+        ALTER TABLE hits ADD COLUMN os TEXT NOT NULL DEFAULT '';
+        ALTER TABLE hits ADD COLUMN revised_by TEXT;   -- the rule that settled it, if any
+        ALTER TABLE hits ADD COLUMN revised_at BIGINT;
+        ALTER TABLE messages ADD COLUMN sender_ip TEXT;  -- where the sender submitted it from
+        -- Settling works through clicks in id order: the partial index keeps that cheap while
+        -- opens make most of the rows.
+        CREATE INDEX hits_clicks ON hits (id) WHERE kind = 'click';
+        CREATE TABLE settle_state (
+            id INTEGER PRIMARY KEY,
+            settled_up_to BIGINT NOT NULL
+        );
+        INSERT INTO settle_state (id, settled_up_to) VALUES (1, 0)
+        """,
+    ),
 )

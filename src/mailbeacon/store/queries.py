@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -75,6 +75,7 @@ class NewMessage:
     subject: str
     sent_at: int
     links: Sequence[str]  # by position
+    sender_ip: str | None = None  # the address it was submitted from (API caller, SMTP client)
 
 
 def save_messages(conn: Conn, user_id: int, messages: Iterable[NewMessage], *, now: int) -> None:
@@ -87,8 +88,11 @@ def save_messages(conn: Conn, user_id: int, messages: Iterable[NewMessage], *, n
         )
         conn.execute(
             "INSERT INTO messages (id, user_id, recipient_id, campaign, sender, subject, "
-            "sent_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (m.id, user_id, recipient_id, m.campaign, m.sender, m.subject, m.sent_at, now),
+            "sent_at, created_at, sender_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                *(m.id, user_id, recipient_id, m.campaign, m.sender, m.subject, m.sent_at),
+                *(now, m.sender_ip),
+            ),
         )
         if m.links:
             conn.executemany(
@@ -111,6 +115,12 @@ def links_of(conn: Conn, message_id: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def message_facts(conn: Conn, message_id: str) -> tuple[int, int, str | None] | None:
+    """user_id, sent_at and sender_ip of a message, for classifying its hits."""
+    row = conn.one("SELECT user_id, sent_at, sender_ip FROM messages WHERE id = ?", (message_id,))
+    return (int(row[0]), int(row[1]), row[2]) if row else None
+
+
 MESSAGE_COLUMNS = (
     "m.id, r.address, m.campaign, m.sender, m.subject, m.sent_at, m.created_at, "
     "(SELECT COUNT(*) FROM hits h WHERE h.message_id = m.id AND h.kind = 'open'), "
@@ -130,7 +140,7 @@ def message(conn: Conn, user_id: int, message_id: str) -> Row | None:
 
 HIT_FIELDS = (
     "message_id, kind, link, at, method, ip, user_agent, accept, accept_language, referer, "
-    "via, purpose, verdict, agent, confidence, reasons"
+    "via, purpose, verdict, agent, confidence, reasons, client, client_type, os"
 )
 
 _FIELDS = HIT_FIELDS.split(", ")
@@ -160,6 +170,7 @@ def _sqlite_insert(size: int) -> str:
 _PG_TYPES = (
     *("text", "text", "int", "bigint", "text", "text", "text", "text"),
     *("text", "text", "text", "text", "text", "text", "real", "text"),
+    *("text", "text", "text"),
 )
 PG_INSERT_HITS = (
     f"INSERT INTO hits (user_id, {HIT_FIELDS}) "
@@ -217,7 +228,11 @@ def insert_hits(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
             start += size
 
 
-EVENT_COLUMNS = "h.id, " + ", ".join(f"h.{f}" for f in HIT_FIELDS.split(", ")) + ", l.url"
+EVENT_COLUMNS = (
+    "h.id, "
+    + ", ".join(f"h.{f}" for f in HIT_FIELDS.split(", "))
+    + ", h.revised_by, h.revised_at, l.url"
+)
 _EVENT_FROM = "FROM hits h LEFT JOIN links l ON l.message_id = h.message_id AND l.position = h.link"
 
 
@@ -239,22 +254,153 @@ def events(conn: Conn, user_id: int, after: int, limit: int) -> list[Row]:
 # --- statistics -----------------------------------------------------------------------------
 
 
-def campaign_counts(conn: Conn, user_id: int, campaign: str | None) -> list[Row]:
-    """Per campaign (all when ``campaign`` is None): name, delivered, messages opened, messages
-    clicked, open hits, click hits. Messages sent outside a campaign are grouped under NULL."""
-    where = "m.user_id = ?" + ("" if campaign is None else " AND m.campaign = ?")
-    params: tuple[Any, ...] = (user_id, user_id) + (() if campaign is None else (campaign,))
+class Scope(NamedTuple):
+    """Which messages statistics cover: a user's, by campaign (``campaign`` None: every
+    campaign, each apart) or of one recipient (all together)."""
+
+    user_id: int
+    campaign: str | None = None
+    recipient: str | None = None
+
+    def where(self) -> tuple[str, str, tuple[Any, ...]]:
+        """The grouping key, the condition on ``m`` (messages) and ``r`` (recipients), and its
+        parameters."""
+        if self.recipient is not None:
+            return "NULL", "m.user_id = ? AND r.address = ?", (self.user_id, self.recipient)
+        if self.campaign is not None:
+            return "m.campaign", "m.user_id = ? AND m.campaign = ?", (self.user_id, self.campaign)
+        return "m.campaign", "m.user_id = ?", (self.user_id,)
+
+
+# One row a message: what its hits showed (1/0), then summed by group. ``mpp``: Apple's
+# protection fetched its pixel; outlook/thunderbird: a human open by a client that blocks images.
+_PER_MESSAGE = (
+    "SELECT {key} AS grp, m.id, "
+    "MAX(CASE WHEN h.kind = 'open' THEN 1 ELSE 0 END) AS fetched, "
+    "MAX(CASE WHEN h.kind = 'open' AND h.verdict = 'human' THEN 1 ELSE 0 END) AS opened, "
+    "MAX(CASE WHEN h.kind = 'click' AND h.verdict = 'human' THEN 1 ELSE 0 END) AS clicked, "
+    "MAX(CASE WHEN h.agent = 'apple_mpp' THEN 1 ELSE 0 END) AS mpp, "
+    "MAX(CASE WHEN h.kind = 'open' AND h.verdict = 'human' AND h.agent = 'outlook' "
+    "THEN 1 ELSE 0 END) AS outlook, "
+    "MAX(CASE WHEN h.kind = 'open' AND h.verdict = 'human' AND h.agent = 'thunderbird' "
+    "THEN 1 ELSE 0 END) AS thunderbird "
+    "FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+    "LEFT JOIN hits h ON h.message_id = m.id WHERE {where} GROUP BY m.id{group}"
+)
+_SEEN = (
+    "SELECT grp, COUNT(*), SUM(fetched), SUM(opened), SUM(clicked), "
+    "SUM(CASE WHEN opened = 1 OR clicked = 1 THEN 1 ELSE 0 END), "
+    "SUM(mpp), SUM(CASE WHEN mpp = 1 AND (opened = 1 OR clicked = 1) THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN mpp = 0 THEN opened ELSE 0 END), "
+    "SUM(CASE WHEN mpp = 0 THEN clicked ELSE 0 END), "
+    "SUM(CASE WHEN mpp = 0 THEN opened * clicked ELSE 0 END), "
+    "SUM(CASE WHEN mpp = 0 THEN outlook ELSE 0 END), "
+    "SUM(CASE WHEN mpp = 0 THEN thunderbird ELSE 0 END) "
+    "FROM ({per_message}) AS per_message GROUP BY grp ORDER BY grp"
+)
+
+
+def seen(conn: Conn, scope: Scope) -> list[tuple[Any, ...]]:
+    """Per group: key, delivered, fetched, opened, clicked, inferred, mpp, mpp_inferred,
+    opened/clicked/both outside Apple's protection, outlook and thunderbird opens seen there."""
+    key, where, params = scope.where()
+    group = ", m.campaign" if key == "m.campaign" else ""
+    per_message = _PER_MESSAGE.format(key=key, where=where, group=group)
+    return [tuple(int(v or 0) if i else v for i, v in enumerate(row))
+            for row in conn.execute(_SEEN.format(per_message=per_message), params)]  # fmt: skip
+
+
+def hit_counts(conn: Conn, scope: Scope) -> list[Row]:
+    """Per group: key, kind, verdict, agent, hits."""
+    key, where, params = scope.where()
     return conn.execute(
-        "SELECT m.campaign, COUNT(*), "
-        "SUM(CASE WHEN h.opens > 0 THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN h.clicks > 0 THEN 1 ELSE 0 END), "
-        "COALESCE(SUM(h.opens), 0), COALESCE(SUM(h.clicks), 0) "
-        "FROM messages m LEFT JOIN ("
-        "  SELECT message_id, "
-        "  SUM(CASE WHEN kind = 'open' THEN 1 ELSE 0 END) AS opens, "
-        "  SUM(CASE WHEN kind = 'click' THEN 1 ELSE 0 END) AS clicks "
-        "  FROM hits WHERE user_id = ? GROUP BY message_id"
-        f") h ON h.message_id = m.id WHERE {where} "
-        "GROUP BY m.campaign ORDER BY m.campaign",
+        f"SELECT {key}, h.kind, h.verdict, h.agent, COUNT(*) FROM hits h "
+        "JOIN messages m ON m.id = h.message_id JOIN recipients r ON r.id = m.recipient_id "
+        f"WHERE {where} GROUP BY {key}, h.kind, h.verdict, h.agent "
+        f"ORDER BY {key}, h.kind, COUNT(*) DESC",
         params,
+    )
+
+
+def client_counts(conn: Conn, scope: Scope) -> list[Row]:
+    """Per group: key, client, client type, OS, recipients who opened with it (human opens)."""
+    key, where, params = scope.where()
+    return conn.execute(
+        f"SELECT {key}, h.client, h.client_type, h.os, COUNT(DISTINCT h.message_id) FROM hits h "
+        "JOIN messages m ON m.id = h.message_id JOIN recipients r ON r.id = m.recipient_id "
+        f"WHERE {where} AND h.verdict = 'human' AND h.kind = 'open' "
+        f"GROUP BY {key}, h.client, h.client_type, h.os "
+        f"ORDER BY {key}, COUNT(DISTINCT h.message_id) DESC",
+        params,
+    )
+
+
+# --- settling -------------------------------------------------------------------------------
+
+
+class SettleHit(NamedTuple):
+    id: int
+    message_id: str
+    kind: str
+    link: int | None
+    at: int
+    ip: str
+    verdict: str
+    agent: str
+    reasons: str
+    revised_by: str | None
+
+
+class SettleContext(NamedTuple):
+    sent_at: int
+    hits: list[SettleHit]
+
+
+_SETTLE_COLUMNS = "id, message_id, kind, link, at, ip, verdict, agent, reasons, revised_by"
+
+
+def settled_up_to(conn: Conn) -> int:
+    row = conn.one("SELECT settled_up_to FROM settle_state WHERE id = 1")
+    return int(row[0]) if row else 0
+
+
+def clicks_after(conn: Conn, after: int, limit: int) -> tuple[list[SettleHit], int]:
+    """Clicks with ids past ``after`` (at most ``limit``) and the id they cover up to: the last
+    click's when the limit cut them short, else the newest hit's."""
+    row = conn.one("SELECT MAX(id) FROM hits")
+    newest = int(row[0]) if row and row[0] is not None else after
+    rows = conn.execute(
+        f"SELECT {_SETTLE_COLUMNS} FROM hits WHERE kind = 'click' AND id > ? AND id <= ? "
+        "ORDER BY id LIMIT ?",
+        (after, newest, limit),
+    )
+    clicks = [SettleHit(*r) for r in rows]
+    return clicks, clicks[-1].id if len(clicks) == limit else newest
+
+
+def hits_near(conn: Conn, message_id: str, since: int, until: int, limit: int) -> SettleContext:
+    row = conn.one("SELECT sent_at FROM messages WHERE id = ?", (message_id,))
+    rows = conn.execute(
+        f"SELECT {_SETTLE_COLUMNS} FROM hits WHERE message_id = ? AND at >= ? AND at <= ? "
+        "ORDER BY at LIMIT ?",
+        (message_id, since, until, limit),
+    )
+    return SettleContext(int(row[0]) if row else 0, [SettleHit(*r) for r in rows])
+
+
+def revise_hits(conn: Conn, revisions: Sequence[Any], rule: str, now: int) -> None:
+    """Make hits ``machine`` as settled by ``rule``; ``revisions`` have hit_id, agent,
+    confidence and reasons."""
+    if revisions:
+        conn.executemany(
+            "UPDATE hits SET verdict = 'machine', agent = ?, confidence = ?, reasons = ?, "
+            "revised_by = ?, revised_at = ? WHERE id = ?",
+            [(r.agent, r.confidence, r.reasons, rule, now, r.hit_id) for r in revisions],
+        )
+
+
+def mark_settled(conn: Conn, up_to: int) -> None:
+    conn.execute(
+        "UPDATE settle_state SET settled_up_to = ? WHERE id = 1 AND settled_up_to < ?",
+        (up_to, up_to),
     )

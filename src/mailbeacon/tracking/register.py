@@ -29,6 +29,7 @@ class Envelope:
     subject: str
     campaign: str | None
     sent_at: int  # microseconds since the epoch
+    sender_ip: str | None = None  # where it was submitted from: the sender's own views are self
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Tracker:
             subject=envelope.subject,
             sent_at=envelope.sent_at,
             links=tuple(self.links),
+            sender_ip=envelope.sender_ip,
         )
         return Tracked(message, self.pixel_url, tuple(self.tracked), html=html, eml=eml)
 

@@ -28,6 +28,7 @@ Kind = Literal["o", "c"]
 
 MESSAGE_ID_BYTES = 12
 TAG_BYTES = 16
+_USER_BYTES = 8
 _KEY_CONTEXT = b"mailbeacon/tokens/v2"
 _ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 _VALUE = {c: i for i, c in enumerate(_ALPHABET)}
@@ -105,3 +106,20 @@ class Signer:
             return None
         link = int.from_bytes(body[MESSAGE_ID_BYTES + 1 :], "big") if kind == "c" else None
         return Target(token[:_MID_CHARS], link)
+
+    def mark(self, user_id: int) -> str:
+        """The value that marks a browser as user ``user_id``'s own (their views are ``self``)."""
+        kid, key = self._current
+        body = user_id.to_bytes(_USER_BYTES, "big") + bytes([kid])
+        return _b64encode(body + hmac.digest(key, b"s" + body, "sha256")[:TAG_BYTES])
+
+    def verify_mark(self, text: str) -> int | None:
+        """The user a genuine browser mark names, or None."""
+        raw = _b64decode(text) if len(text) < 64 else None
+        if raw is None or len(raw) != _USER_BYTES + 1 + TAG_BYTES:
+            return None
+        body, tag = raw[: _USER_BYTES + 1], raw[_USER_BYTES + 1 :]
+        genuine = False
+        for key in self._keys.get(body[_USER_BYTES], ()):
+            genuine |= hmac.compare_digest(hmac.digest(key, b"s" + body, "sha256")[:TAG_BYTES], tag)
+        return int.from_bytes(body[:_USER_BYTES], "big") if genuine else None

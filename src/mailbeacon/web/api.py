@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mailbeacon import accounts, reports
+from mailbeacon.ingest.hits import client_ip
 from mailbeacon.store import queries
 from mailbeacon.tracking.register import Envelope, track_html
 from mailbeacon.web.openapi import OPENAPI
@@ -112,6 +113,14 @@ def _sent_at(value: Any) -> int:
     return int(moment.timestamp() * 1_000_000)
 
 
+def _caller_ip(request: Request) -> str | None:
+    """The address the sender submitted from (behind trusted proxies, the forwarded one)."""
+    if request.client is None:
+        return None
+    trusted = _services(request).settings.trusted_proxies
+    return client_ip(request.client.host, request.headers.get("x-forwarded-for"), trusted)
+
+
 async def create_messages(request: Request, user_id: int) -> Response:
     data = await _json_body(request)
     to = data.get("to")
@@ -127,6 +136,7 @@ async def create_messages(request: Request, user_id: int) -> Response:
         subject=_text(data, "subject", required=True, limit=998) or "",
         campaign=_text(data, "campaign", required=False, limit=200),
         sent_at=_sent_at(data.get("sent_at")),
+        sender_ip=_caller_ip(request),
     )
     services = _services(request)
     tracked = await anyio.to_thread.run_sync(
@@ -181,9 +191,17 @@ async def list_events(request: Request, user_id: int) -> Response:
 
 async def campaign_stats(request: Request, user_id: int) -> Response:
     name = request.path_params["name"]
-    found = await _services(request).read(reports.campaign_stats, user_id, name)
+    found = await _services(request).read(reports.stats, queries.Scope(user_id, campaign=name))
     if not found:
         raise ApiError(404, "no messages in this campaign")
+    return JSONResponse(found[0])
+
+
+async def recipient_stats(request: Request, user_id: int) -> Response:
+    scope = queries.Scope(user_id, recipient=request.path_params["address"])
+    found = await _services(request).read(reports.stats, scope)
+    if not found:
+        raise ApiError(404, "no messages to this recipient")
     return JSONResponse(found[0])
 
 
@@ -196,5 +214,6 @@ ROUTES = [
     Route("/api/v1/messages/{message_id}", authenticated(get_message), methods=["GET"]),
     Route("/api/v1/events", authenticated(list_events), methods=["GET"]),
     Route("/api/v1/campaigns/{name}/stats", authenticated(campaign_stats), methods=["GET"]),
+    Route("/api/v1/recipients/{address}/stats", authenticated(recipient_stats), methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]

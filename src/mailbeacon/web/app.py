@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from mailbeacon.classify.apple import Refresher
 from mailbeacon.web.api import ROUTES as API_ROUTES
 from mailbeacon.web.services import Services
 from mailbeacon.web.tracking import Receive, Scope, Send, TrackingRoutes
@@ -31,15 +32,24 @@ class App:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.tracking = TrackingRoutes(
-            services.signer, services.writer, services.db, services.settings.trusted_proxies
+            services.signer,
+            services.writer,
+            services.db,
+            trusted=services.settings.trusted_proxies,
+            classifier=services.classifier,
+            clicked=services.settler.poke,
         )
 
         @asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
             services.writer.start()
+            services.settler.start()
+            refresher = Refresher(services.apple).start()
             try:
                 yield
             finally:
+                refresher.stop()
+                await services.settler.stop()
                 await services.writer.stop()
                 services.db.close()
 

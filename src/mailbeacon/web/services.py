@@ -1,4 +1,5 @@
-"""What a running server holds: settings, the database, its writer and the token signer."""
+"""What a running server holds: settings, the database, its writer, the token signer, and the
+classifier with Apple's relay list and the settler."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
 
+from mailbeacon.classify.apple import AppleEgress
+from mailbeacon.classify.pipeline import Classifier
+from mailbeacon.classify.settle import Settler
 from mailbeacon.settings import Settings
 from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.writer import Writer
@@ -23,11 +27,19 @@ class Services:
     db: Database
     writer: Writer
     signer: Signer
+    apple: AppleEgress
+    classifier: Classifier
+    settler: Settler
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
         db = Database(settings.db)
-        return cls(settings, db, Writer(db), Signer(settings.secrets))
+        writer = Writer(db)
+        apple = AppleEgress.from_settings(settings)
+        return cls(
+            settings, db, writer, Signer(settings.secrets), apple, Classifier(apple),
+            Settler(db, writer),
+        )  # fmt: skip
 
     async def read(self, fn: Callable[Concatenate[Conn, P], T], *a: P.args, **kw: P.kwargs) -> T:
         """Run a query on a reader thread, off the event loop."""

@@ -16,7 +16,10 @@ from urllib.parse import quote
 
 import anyio.to_thread
 
-from mailbeacon.ingest.hits import KEPT_HEADERS, Kind, Network, client_ip, hit_row
+from mailbeacon.classify.pipeline import Classifier
+from mailbeacon.classify.rules import Kind, MessageFacts
+from mailbeacon.ingest.hits import KEPT_HEADERS, Network, client_ip, hit_row
+from mailbeacon.ingest.messages import KnownMessages, read_facts
 from mailbeacon.store import queries
 from mailbeacon.store.db import Database, DatabaseError
 from mailbeacon.store.writer import Writer
@@ -47,17 +50,28 @@ PIXEL_HEADERS = [
 NOT_FOUND_HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"10"), *_NO_CACHE]
 NOT_ALLOWED_HEADERS = [*NOT_FOUND_HEADERS[:2], (b"allow", b"GET, HEAD"), *_NO_CACHE]
 LINK_CACHE_SIZE = 100_000
+SELF_COOKIE = "mb_self"  # set by /self/{mark} in the sender's own browser
 
 
 class TrackingRoutes:
     def __init__(
-        self, signer: Signer, writer: Writer, db: Database, trusted: Sequence[Network]
+        self,
+        signer: Signer,
+        writer: Writer,
+        db: Database,
+        *,
+        trusted: Sequence[Network],
+        classifier: Classifier,
+        clicked: Callable[[], None] = lambda: None,
     ) -> None:
         self.signer = signer
         self.writer = writer
         self.db = db
         self.trusted = trusted
+        self.classifier = classifier
+        self.clicked = clicked  # a click may settle earlier hits (classify.settle)
         self._links: dict[tuple[str, int], str] = {}  # links never change once registered
+        self._messages = KnownMessages()
 
     async def pixel(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -82,6 +96,7 @@ class TrackingRoutes:
             await _answer(send, 404, NOT_FOUND_HEADERS, b"not found\n", method)
             return
         await self._record(scope, target, "click")
+        self.clicked()
         # Registered URLs have no control characters (see tracking.register); non-ASCII is
         # percent-encoded so that the header stays plain ASCII.
         location = quote(url, safe="!#$%&'()*+,/:;=?@[]~-._").encode("ascii")
@@ -107,22 +122,47 @@ class TrackingRoutes:
                 self._links[key] = url
         return url
 
+    async def _message(self, message_id: str) -> MessageFacts | None:
+        if message_id in self._messages:
+            return self._messages.get(message_id)
+        try:
+            facts = await anyio.to_thread.run_sync(self.db.read, read_facts, message_id)
+        except DatabaseError:
+            log.exception("could not read a message; its hit is classified without it")
+            return None
+        self._messages.put(message_id, facts)
+        return facts
+
     async def _record(self, scope: Scope, target: Target, kind: Kind) -> None:
-        headers = {
-            name.decode("latin-1"): value.decode("utf-8", "replace")
-            for name, value in scope["headers"]
-            if name in KEPT_HEADERS
-        }
+        headers: dict[str, str] = {}
+        mark = None
+        for name, value in scope["headers"]:
+            if name in KEPT_HEADERS:
+                headers[name.decode("latin-1")] = value.decode("utf-8", "replace")
+            elif name == b"cookie":
+                mark = self._mark(value)
         peer = scope["client"][0] if scope.get("client") else ""
         ip = client_ip(peer, headers.get("x-forwarded-for"), self.trusted)
         now = time.time_ns() // 1000
-        row = hit_row(target, kind, at=now, method=scope["method"], ip=ip, headers=headers)
+        message = await self._message(target.message_id)
+        row = hit_row(
+            self.classifier, target, kind, at=now, method=scope["method"], ip=ip,
+            headers=headers, message=message, self_user=mark,
+        )  # fmt: skip
         try:
             await self.writer.add_hit(row)
         except Exception:
             # The request is answered all the same (a pixel never fails visibly); the writer has
             # logged why the hit could not be stored.
             log.warning("answered a hit (%s) that could not be stored", kind)
+
+    def _mark(self, cookie: bytes) -> int | None:
+        """The user whose browser this is, from the mark ``/self/…`` left in it."""
+        for part in cookie.decode("latin-1").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == SELF_COOKIE:
+                return self.signer.verify_mark(value)
+        return None
 
 
 async def _answer(

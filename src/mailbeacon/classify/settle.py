@@ -1,0 +1,207 @@
+"""Settling: later hits of a message revise the provisional verdicts of earlier ones.
+
+A security gateway's pixel fetch can look like a person (a current browser, an address nobody
+has listed); it gives itself away when the same gateway then follows *every* link of the
+message in one sub-second sweep (RESEARCH.md §1, security gateways: putyourlightson
+craft-campaign #546 measured 836 such bursts). No person follows several links within a second.
+So once clicks arrive, the message's recent hits are looked at together:
+
+- the clicks of one sweep become ``machine`` (``security_scanner``), revised by ``link_sweep``;
+- the pixel fetches from the sweep's network before it, and the unnamed ones (a browser-like
+  fetcher, no mail client, no proxy) between sending and the sweep, are the gateway's own look
+  at the message: revised too.
+
+Settling works through new clicks in id order and remembers how far it got (``settle_state``),
+so it survives restarts; revising is idempotent, so two settlers (``serve`` and a ``replay``
+beside it) never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import anyio.to_thread
+
+from mailbeacon.accounts import now_us
+from mailbeacon.classify.rules import SECOND
+from mailbeacon.store import queries
+from mailbeacon.store.db import Conn, Database
+from mailbeacon.store.writer import Writer
+
+log = logging.getLogger(__name__)
+
+SWEEP_SPAN = SECOND  # all links of a sweep within one second
+SWEEP_LINKS = 2  # distinct links; a person follows one, then reads
+LOOKBACK = 15 * 60 * SECOND  # how far before a sweep its gateway's pixel fetch is looked for
+MAX_CONTEXT = 5000  # hits of one message read at once, at most
+# Pixel fetches that name a mail client or a proxy are the person, even between sending and a
+# gateway's sweep; the others in that span are the gateway.
+NAMED = frozenset({"gmail_proxy", "yahoo_proxy", "apple_mpp", "outlook_web", "prefetch", "sender"})
+RULE = "link_sweep"
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    hit_id: int
+    agent: str
+    confidence: float
+    reasons: str  # JSON, the revision first, then what was thought before
+
+
+def network(ip: str) -> str:
+    """The network a gateway's addresses share: /24 for IPv4, /48 for IPv6."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def sweeps(clicks: Sequence[queries.SettleHit]) -> list[list[queries.SettleHit]]:
+    """Groups of clicks from one network, each within ``SWEEP_SPAN`` of the previous, that
+    cover at least ``SWEEP_LINKS`` distinct links."""
+    by_network: dict[str, list[queries.SettleHit]] = defaultdict(list)
+    for c in clicks:
+        by_network[network(c.ip)].append(c)
+    found = []
+    for group in by_network.values():
+        group.sort(key=lambda c: c.at)
+        run = [group[0]]
+        for c in group[1:]:
+            if c.at - run[-1].at <= SWEEP_SPAN:
+                run.append(c)
+                continue
+            found.append(run)
+            run = [c]
+        found.append(run)
+    return [run for run in found if len({c.link for c in run}) >= SWEEP_LINKS]
+
+
+def _revision(hit: queries.SettleHit, why: str, confidence: float) -> Revision:
+    earlier = [r for r in json.loads(hit.reasons) if r.get("rule") != RULE]
+    reasons = json.dumps([{"rule": RULE, "why": why}, *earlier], ensure_ascii=False)
+    return Revision(hit.id, "security_scanner", confidence, reasons)
+
+
+def revisions(sent_at: int, hits: Sequence[queries.SettleHit]) -> list[Revision]:
+    """What the hits of one message (any order) say about each other."""
+    out: dict[int, Revision] = {}
+    opens = [h for h in hits if h.kind == "open"]
+    for sweep in sweeps([h for h in hits if h.kind == "click"]):
+        start, end, net = sweep[0].at, sweep[-1].at, network(sweep[0].ip)
+        links = len({c.link for c in sweep})
+        seconds = (end - start) / SECOND
+        why = f"Followed {links} links within {seconds:.2f} s from one network: a scanner's sweep."
+        for c in sweep:
+            out[c.id] = _revision(c, why, 0.97)
+        for o in opens:
+            if o.at > end or o.at < start - LOOKBACK or o.id in out:
+                continue
+            if network(o.ip) == net:
+                why = "Fetched from the network that then swept every link: the same scanner."
+                out[o.id] = _revision(o, why, 0.95)
+            elif o.agent not in NAMED and o.verdict != "self" and o.at >= sent_at:
+                why = "An unnamed fetch between sending and a scanner's sweep: the scanner's look."
+                out[o.id] = _revision(o, why, 0.8)
+    return [r for r in out.values() if _changes(r, hits)]
+
+
+def _changes(revision: Revision, hits: Iterable[queries.SettleHit]) -> bool:
+    hit = next(h for h in hits if h.id == revision.hit_id)
+    return not (hit.verdict == "machine" and hit.revised_by == RULE)
+
+
+def settle_pending(conn: Conn, limit: int = 2000) -> tuple[list[Revision], int] | None:
+    """Revisions owed to the clicks not yet settled, and the hit id settled up to; None when
+    no hit arrived since the last time."""
+    cursor = queries.settled_up_to(conn)
+    clicks, up_to = queries.clicks_after(conn, cursor, limit)
+    if up_to <= cursor:
+        return None
+    found: list[Revision] = []
+    for message_id, (first, last) in _spans(clicks).items():
+        context = queries.hits_near(
+            conn, message_id, first - LOOKBACK, last + SWEEP_SPAN, MAX_CONTEXT
+        )
+        found += revisions(context.sent_at, context.hits)
+    return found, up_to
+
+
+def _spans(clicks: Sequence[queries.SettleHit]) -> dict[str, tuple[int, int]]:
+    spans: dict[str, tuple[int, int]] = {}
+    for c in clicks:
+        first, last = spans.get(c.message_id, (c.at, c.at))
+        spans[c.message_id] = (min(first, c.at), max(last, c.at))
+    return spans
+
+
+def apply(conn: Conn, found: Sequence[Revision], up_to: int, now: int) -> None:
+    """Write the revisions and move the settled mark, in the caller's transaction."""
+    queries.revise_hits(conn, found, RULE, now)
+    queries.mark_settled(conn, up_to)
+
+
+def _round(conn: Conn, now: int) -> int | None:
+    pending = settle_pending(conn)
+    if pending is None:
+        return None
+    apply(conn, *pending, now)
+    return len(pending[0])
+
+
+def settle_all(db: Database, now: int) -> int:
+    """Settle everything pending, a transaction a round (replay, tests); the hits revised."""
+    revised = 0
+    while (n := db.write(_round, now)) is not None:
+        revised += n
+    return revised
+
+
+class Settler:
+    """Settles in the background of ``serve``, shortly after clicks arrive (a sweep takes
+    under a second; waiting a little more lets it finish before it is judged)."""
+
+    def __init__(self, db: Database, writer: Writer, delay: float = 1.5) -> None:
+        self.db = db
+        self.writer = writer
+        self.delay = delay
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self.poke()  # what an earlier run left unsettled
+
+    def poke(self) -> None:
+        """A click was stored."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.delay)
+            self._wake.clear()
+            try:
+                await self.settle()
+            except Exception:
+                log.exception("settling failed; it is tried again with the next click")
+
+    async def settle(self) -> None:
+        while (pending := await anyio.to_thread.run_sync(self.db.read, settle_pending)) is not None:
+            found, up_to = pending
+            await self.writer.run(apply, found, up_to, now_us())

@@ -1,0 +1,101 @@
+"""Verdicts settle: a scanner's sweep of every link revises its earlier pixel fetch."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from mailbeacon.classify.apple import AppleEgress
+from mailbeacon.classify.pipeline import Classifier
+from mailbeacon.ingest.replay import Replayer
+from mailbeacon.settings import Settings
+from mailbeacon.store.db import Database
+from mailbeacon.tracking.tokens import Signer
+from mailbeacon.web.services import Services
+from tests.conftest import Persona, path_of, send
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+GATEWAY = "203.0.113.200"
+HTML = "".join(f'<a href="https://shop.example.test/{n}">{n}</a> ' for n in range(4))
+SENT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def line(url: str, seconds: float, ip: str, agent: str = CHROME) -> str:
+    at = (SENT + timedelta(seconds=seconds)).isoformat()
+    return json.dumps({"time": at, "url": url, "ip": ip, "headers": {"User-Agent": agent}})
+
+
+def replay(settings: Settings, db: Database, lines: list[str]) -> Any:
+    classifier = Classifier(AppleEgress(settings.data, override=settings.apple_egress))
+    return Replayer(db, Signer(settings.secrets), classifier).run(lines)
+
+
+def hits_of(client: TestClient, alice: Persona, message: dict[str, Any]) -> list[dict[str, Any]]:
+    found = client.get(f"/api/v1/messages/{message['id']}", headers=alice.auth).json()
+    return found["hits"]  # type: ignore[no-any-return]
+
+
+def test_a_sweep_of_every_link_revises_the_scanners_pixel_fetch(
+    client: TestClient, alice: Persona, settings: Settings, db: Database
+) -> None:
+    message = send(client, alice, html=HTML, sent_at=SENT.isoformat())
+    links = [link["tracked_url"] for link in message["links"]]
+    lines = [line(message["pixel_url"], 9, GATEWAY)]
+    lines += [line(url, 40 + n * 0.1, GATEWAY) for n, url in enumerate(links)]
+    lines.append(line(links[1], 3 * 3600, "198.51.100.20"))  # the reader, hours later
+    report = replay(settings, db, lines)
+    assert report.revised == 5
+    hits = hits_of(client, alice, message)
+    assert [h["verdict"] for h in hits] == ["machine"] * 5 + ["human"]
+    assert {h["revised_by"] for h in hits[:5]} == {"link_sweep"}
+    assert hits[0]["reasons"][0]["rule"] == "link_sweep"
+    assert hits[0]["reasons"][1]["rule"] == "browser"  # what it was first taken for
+    assert hits[5]["revised_by"] is None
+
+
+def test_a_person_following_two_links_is_not_a_sweep(
+    client: TestClient, alice: Persona, settings: Settings, db: Database
+) -> None:
+    message = send(client, alice, html=HTML, sent_at=SENT.isoformat())
+    links = [link["tracked_url"] for link in message["links"]]
+    lines = [line(message["pixel_url"], 600, "198.51.100.20")]
+    lines += [line(links[0], 640, "198.51.100.20"), line(links[2], 700, "198.51.100.20")]
+    assert replay(settings, db, lines).revised == 0
+    assert [h["verdict"] for h in hits_of(client, alice, message)] == ["human"] * 3
+
+
+def test_replaying_twice_settles_the_same(
+    client: TestClient, alice: Persona, settings: Settings, db: Database
+) -> None:
+    message = send(client, alice, html=HTML, sent_at=SENT.isoformat())
+    links = [link["tracked_url"] for link in message["links"]]
+    sweep = [line(url, 40 + n * 0.05, GATEWAY) for n, url in enumerate(links)]
+    assert replay(settings, db, sweep).revised == 4
+    assert replay(settings, db, sweep).revised == 4  # the new copies; the old stay settled
+    assert {h["verdict"] for h in hits_of(client, alice, message)} == {"machine"}
+
+
+def test_live_clicks_settle_in_the_background(
+    client: TestClient, alice: Persona, services: Services, tmp_path: Path
+) -> None:
+    services.settler.delay = 0.05
+    message = send(client, alice, html=HTML)
+    headers = {"User-Agent": CHROME, "X-Test-Peer": GATEWAY}
+    client.get(path_of(message["pixel_url"]), headers=headers)
+    for link in message["links"]:
+        client.get(path_of(link["tracked_url"]), headers=headers, follow_redirects=False)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        verdicts = [h["verdict"] for h in hits_of(client, alice, message)]
+        if verdicts == ["machine"] * 5:
+            break
+        time.sleep(0.05)
+    assert verdicts == ["machine"] * 5
