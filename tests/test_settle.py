@@ -99,3 +99,15 @@ def test_live_clicks_settle_in_the_background(
             break
         time.sleep(0.05)
     assert verdicts == ["machine"] * 5
+
+
+def test_a_marked_browser_is_the_senders_own(client: TestClient, alice: Persona) -> None:
+    url = client.post("/api/v1/self-mark", headers=alice.auth).json()["url"]
+    assert client.get(path_of(url)).status_code == 200
+    assert client.cookies.get("mb_self")
+    message = send(client, alice)
+    client.get(path_of(message["pixel_url"]), headers={"User-Agent": CHROME})
+    [hit] = hits_of(client, alice, message)
+    assert (hit["verdict"], hit["reasons"][0]["rule"]) == ("self", "sender_browser")
+    client.cookies.clear()
+    assert client.get("/self/forged").status_code == 404

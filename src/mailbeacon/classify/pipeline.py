@@ -36,9 +36,7 @@ class Outcome:
     client: str  # the software's name ("" when unknown)
     client_type: str  # desktop | mobile | webmail | proxy | browser | ""
     os: str
-
-    def reasons_json(self) -> str:
-        return reasons_json(self.reasons)
+    reasons_json: str  # ``reasons`` as stored: made once, since outcomes are cached
 
 
 def reasons_json(reasons: Sequence[Evidence]) -> str:
@@ -111,4 +109,4 @@ class Classifier:
             kind = "mobile"
         # A proxy's User-Agent names a made-up system (Gmail's says Windows XP).
         os = "" if kind == "proxy" else sw.os
-        return Outcome(verdict, agent, confidence, reasons, name, kind, os)
+        return Outcome(verdict, agent, confidence, reasons, name, kind, os, reasons_json(reasons))

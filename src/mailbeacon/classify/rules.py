@@ -37,9 +37,8 @@ class MessageFacts:
     sender_ip: str | None  # the address the sender submitted the message from
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One request, as the rules see it."""
+class Hit(NamedTuple):
+    """One request, as the rules see it (a named tuple: built and hashed on every hit)."""
 
     kind: Kind
     method: str

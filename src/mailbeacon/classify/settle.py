@@ -119,7 +119,7 @@ def _changes(revision: Revision, hits: Iterable[queries.SettleHit]) -> bool:
     return not (hit.verdict == "machine" and hit.revised_by == RULE)
 
 
-def settle_pending(conn: Conn, limit: int = 2000) -> tuple[list[Revision], int] | None:
+def settle_pending(conn: Conn, limit: int = 20_000) -> tuple[list[Revision], int] | None:
     """Revisions owed to the clicks not yet settled, and the hit id settled up to; None when
     no hit arrived since the last time."""
     cursor = queries.settled_up_to(conn)
@@ -128,10 +128,18 @@ def settle_pending(conn: Conn, limit: int = 2000) -> tuple[list[Revision], int] 
         return None
     found: list[Revision] = []
     for message_id, (first, last) in _spans(clicks).items():
-        context = queries.hits_near(
-            conn, message_id, first - LOOKBACK, last + SWEEP_SPAN, MAX_CONTEXT
+        # A sweep is sub-second: the clicks around the new ones tell whether there is one, and
+        # only then are the opens before it read (messages with many hits stay cheap).
+        near = queries.hits_near(
+            conn, message_id, first - SWEEP_SPAN, last + SWEEP_SPAN, MAX_CONTEXT, kind="click"
         )
-        found += revisions(context.sent_at, context.hits)
+        found_sweeps = sweeps(near.hits)
+        if not found_sweeps:
+            continue
+        start = min(s[0].at for s in found_sweeps)
+        end = max(s[-1].at for s in found_sweeps)
+        opens = queries.hits_near(conn, message_id, start - LOOKBACK, end, MAX_CONTEXT, kind="open")
+        found += revisions(near.sent_at, near.hits + opens.hits)
     return found, up_to
 
 

@@ -128,6 +128,6 @@ def hit_row(
     )
     return (
         *(target.message_id, kind, target.link, at, method, ip, *stored, hint),
-        *(outcome.verdict, outcome.agent, outcome.confidence, outcome.reasons_json()),
+        *(outcome.verdict, outcome.agent, outcome.confidence, outcome.reasons_json),
         *(outcome.client, outcome.client_type, outcome.os),
     )

@@ -104,7 +104,9 @@ class Replayer:
         if ip is None:
             raise BadLine("ip: expected an IPv4 or IPv6 address")
         at, headers = _time(data.get("time")), _headers(data.get("headers"))
-        message = self.db.read(self._messages.read, target.message_id)
+        message = self._messages.get(target.message_id)
+        if target.message_id not in self._messages:
+            message = self.db.read(self._messages.read, target.message_id)
         return hit_row(
             self.classifier, target, kind, at=at, method=method, ip=ip, headers=headers,
             message=message,

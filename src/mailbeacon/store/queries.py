@@ -378,12 +378,15 @@ def clicks_after(conn: Conn, after: int, limit: int) -> tuple[list[SettleHit], i
     return clicks, clicks[-1].id if len(clicks) == limit else newest
 
 
-def hits_near(conn: Conn, message_id: str, since: int, until: int, limit: int) -> SettleContext:
+def hits_near(
+    conn: Conn, message_id: str, since: int, until: int, limit: int, *, kind: str
+) -> SettleContext:
+    """The message's time of sending, and its hits of ``kind`` between two times."""
     row = conn.one("SELECT sent_at FROM messages WHERE id = ?", (message_id,))
     rows = conn.execute(
         f"SELECT {_SETTLE_COLUMNS} FROM hits WHERE message_id = ? AND at >= ? AND at <= ? "
-        "ORDER BY at LIMIT ?",
-        (message_id, since, until, limit),
+        "AND kind = ? ORDER BY at LIMIT ?",
+        (message_id, since, until, kind, limit),
     )
     return SettleContext(int(row[0]) if row else 0, [SettleHit(*r) for r in rows])
 

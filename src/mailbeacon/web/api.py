@@ -205,6 +205,13 @@ async def recipient_stats(request: Request, user_id: int) -> Response:
     return JSONResponse(found[0])
 
 
+async def self_mark(request: Request, user_id: int) -> Response:
+    """A link that marks the browser it is opened in as the sender's own (``/self/{mark}``)."""
+    services = _services(request)
+    url = f"{services.settings.public_url}/self/{services.signer.mark(user_id)}"
+    return JSONResponse({"url": url}, status_code=201)
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(OPENAPI)
 
@@ -215,5 +222,6 @@ ROUTES = [
     Route("/api/v1/events", authenticated(list_events), methods=["GET"]),
     Route("/api/v1/campaigns/{name}/stats", authenticated(campaign_stats), methods=["GET"]),
     Route("/api/v1/recipients/{address}/stats", authenticated(recipient_stats), methods=["GET"]),
+    Route("/api/v1/self-mark", authenticated(self_mark), methods=["POST"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from mailbeacon.classify.apple import Refresher
 from mailbeacon.web.api import ROUTES as API_ROUTES
 from mailbeacon.web.services import Services
-from mailbeacon.web.tracking import Receive, Scope, Send, TrackingRoutes
+from mailbeacon.web.tracking import SELF_COOKIE, Receive, Scope, Send, TrackingRoutes
 
 ROBOTS = "User-agent: *\nDisallow: /o/\nDisallow: /c/\n"
 
@@ -24,6 +24,27 @@ async def robots(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok\n")
+
+
+async def mark_browser(request: Request) -> Response:
+    """Leave the sender's mark in this browser: its later views of their mail are ``self``.
+
+    The cookie lives on the tracking domain, where the pixel is fetched from, so it must be
+    sent in third-party contexts (webmail): ``SameSite=None``, hence ``Secure`` over https.
+    """
+    services: Services = request.app.state.services
+    mark = request.path_params["mark"]
+    if services.signer.verify_mark(mark) is None:
+        return PlainTextResponse("This link is not valid.\n", status_code=404)
+    response = PlainTextResponse(
+        "This browser is now marked as yours: your own views of your mail will not count.\n"
+    )
+    secure = services.settings.public_url.startswith("https://")
+    response.set_cookie(
+        SELF_COOKIE, mark, max_age=400 * 86400, httponly=True, secure=secure,
+        samesite="none" if secure else "lax",
+    )  # fmt: skip
+    return response
 
 
 class App:
@@ -58,6 +79,7 @@ class App:
                 *API_ROUTES,
                 Route("/robots.txt", robots),
                 Route("/healthz", healthz),
+                Route("/self/{mark}", mark_browser),
             ],
             lifespan=lifespan,
         )

@@ -123,8 +123,6 @@ class TrackingRoutes:
         return url
 
     async def _message(self, message_id: str) -> MessageFacts | None:
-        if message_id in self._messages:
-            return self._messages.get(message_id)
         try:
             facts = await anyio.to_thread.run_sync(self.db.read, read_facts, message_id)
         except DatabaseError:
@@ -144,7 +142,11 @@ class TrackingRoutes:
         peer = scope["client"][0] if scope.get("client") else ""
         ip = client_ip(peer, headers.get("x-forwarded-for"), self.trusted)
         now = time.time_ns() // 1000
-        message = await self._message(target.message_id)
+        message_id = target.message_id
+        if message_id in self._messages:
+            message = self._messages.get(message_id)
+        else:
+            message = await self._message(message_id)
         row = hit_row(
             self.classifier, target, kind, at=now, method=scope["method"], ip=ip,
             headers=headers, message=message, self_user=mark,
