@@ -13,6 +13,8 @@ from tests.conftest import Persona, path_of, send
         ("GET", "/api/v1/messages/AAAAAAAAAAAAAAAA"),
         ("GET", "/api/v1/events"),
         ("GET", "/api/v1/campaigns/x/stats"),
+        ("GET", "/api/v1/recipients/reader@example.test/stats"),
+        ("POST", "/api/v1/self-mark"),
     ],
 )
 @pytest.mark.parametrize(
@@ -57,4 +59,25 @@ def test_the_openapi_document_is_public_and_names_every_route(client: TestClient
         "/api/v1/messages/{message_id}",
         "/api/v1/events",
         "/api/v1/campaigns/{name}/stats",
+        "/api/v1/recipients/{address}/stats",
+        "/api/v1/self-mark",
     }
+
+
+def test_an_outsider_cannot_read_a_recipients_stats(
+    client: TestClient, alice: Persona, bob: Persona
+) -> None:
+    send(client, alice)
+    path = "/api/v1/recipients/reader@example.test/stats"
+    assert client.get(path, headers=bob.auth).status_code == 404
+    assert client.get(path, headers=alice.auth).json()["delivered"] == 1
+
+
+def test_a_browser_mark_is_the_users_own(client: TestClient, alice: Persona, bob: Persona) -> None:
+    """Bob's mark in a browser does not make that browser's views of alice's mail `self`."""
+    url = client.post("/api/v1/self-mark", headers=bob.auth).json()["url"]
+    client.get(path_of(url))
+    message = send(client, alice)
+    client.get(path_of(message["pixel_url"]), headers={"User-Agent": "Thunderbird/115.5.0"})
+    found = client.get(f"/api/v1/messages/{message['id']}", headers=alice.auth).json()
+    assert found["hits"][0]["verdict"] == "human"

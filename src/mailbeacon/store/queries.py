@@ -266,7 +266,7 @@ class Scope(NamedTuple):
         """The grouping key, the condition on ``m`` (messages) and ``r`` (recipients), and its
         parameters."""
         if self.recipient is not None:
-            return "NULL", "m.user_id = ? AND r.address = ?", (self.user_id, self.recipient)
+            return "r.address", "m.user_id = ? AND r.address = ?", (self.user_id, self.recipient)
         if self.campaign is not None:
             return "m.campaign", "m.user_id = ? AND m.campaign = ?", (self.user_id, self.campaign)
         return "m.campaign", "m.user_id = ?", (self.user_id,)
@@ -304,8 +304,7 @@ def seen(conn: Conn, scope: Scope) -> list[tuple[Any, ...]]:
     """Per group: key, delivered, fetched, opened, clicked, inferred, mpp, mpp_inferred,
     opened/clicked/both outside Apple's protection, outlook and thunderbird opens seen there."""
     key, where, params = scope.where()
-    group = ", m.campaign" if key == "m.campaign" else ""
-    per_message = _PER_MESSAGE.format(key=key, where=where, group=group)
+    per_message = _PER_MESSAGE.format(key=key, where=where, group=f", {key}")
     return [tuple(int(v or 0) if i else v for i, v in enumerate(row))
             for row in conn.execute(_SEEN.format(per_message=per_message), params)]  # fmt: skip
 

@@ -86,9 +86,26 @@ OPENAPI: dict[str, Any] = {
                     "confidence": {"type": "number"},
                     "reasons": {
                         "type": "array",
+                        "description": "The rules that decided, strongest first; a revision "
+                        "comes first, then what the hit was first taken for.",
                         "items": {
                             "type": "object",
                             "properties": {"rule": {"type": "string"}, "why": {"type": "string"}},
+                        },
+                    },
+                    "revised_by": {
+                        "type": ["string", "null"],
+                        "description": "The rule that settled the verdict after later hits.",
+                    },
+                    "revised_at": {"type": ["string", "null"], "format": "date-time"},
+                    "client": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "type": {
+                                "enum": ["desktop", "mobile", "webmail", "proxy", "browser", ""]
+                            },
+                            "os": {"type": "string"},
                         },
                     },
                     "ip": {"type": "string"},
@@ -106,28 +123,74 @@ OPENAPI: dict[str, Any] = {
                     "campaign": {"type": ["string", "null"]},
                     "sent_at": {"type": "string", "format": "date-time"},
                     "opened": {"type": "boolean"},
+                    "state": {"enum": ["opened", "inferred", "machine_only", "not_opened"]},
                     "counts": {
                         "type": "object",
                         "properties": {
-                            "opens": {"type": "integer"},
-                            "clicks": {"type": "integer"},
+                            "opens": {"type": "integer", "description": "Human opens."},
+                            "clicks": {"type": "integer", "description": "Human clicks."},
+                            "all_opens": {"type": "integer"},
+                            "all_clicks": {"type": "integer"},
+                            "by_verdict": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer"},
+                                "description": 'Hits by "kind:verdict".',
+                            },
                         },
                     },
                     "links": {"type": "array", "items": {"type": "string"}},
                     "hits": {"type": "array", "items": _ref("Event")},
                 },
             },
-            "CampaignStats": {
+            "Stats": {
                 "type": "object",
+                "description": "Rates over delivered messages, each recipient counted once.",
                 "properties": {
-                    "campaign": {"type": "string"},
+                    "campaign": {"type": ["string", "null"], "description": "Campaigns only."},
                     "delivered": {"type": "integer"},
+                    "naive_open_rate": {
+                        "type": "number",
+                        "description": "Any pixel fetch, robots included.",
+                    },
+                    "observed_open_rate": {"type": "number", "description": "A human open."},
+                    "inferred_open_rate": {
+                        "type": "number",
+                        "description": "A human open or a human click.",
+                    },
+                    "estimated_open_rate": {
+                        "type": "number",
+                        "description": "Plus the opens nobody can see (see assumptions).",
+                    },
+                    "estimated_open_rate_interval": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "description": "95% interval.",
+                    },
+                    "click_rate": {"type": "number", "description": "A human click."},
                     "unique_opens": {"type": "integer"},
                     "unique_clicks": {"type": "integer"},
-                    "opens": {"type": "integer"},
-                    "clicks": {"type": "integer"},
-                    "naive_open_rate": {"type": "number"},
-                    "naive_click_rate": {"type": "number"},
+                    "naive_unique_opens": {"type": "integer"},
+                    "privacy_protected": {"type": "integer"},
+                    "hits": {
+                        "type": "object",
+                        "properties": {
+                            "by_verdict": {"type": "object"},
+                            "by_agent": {"type": "object"},
+                        },
+                    },
+                    "clients": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "client": {"type": "string"},
+                                "type": {"type": "string"},
+                                "os": {"type": "string"},
+                                "recipients": {"type": "integer"},
+                            },
+                        },
+                    },
+                    "assumptions": {"type": "array", "items": {"type": "string"}},
                 },
             },
         },
@@ -208,9 +271,39 @@ OPENAPI: dict[str, Any] = {
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
                 "responses": {
-                    "200": _json(_ref("CampaignStats"), "The campaign's figures"),
+                    "200": _json(_ref("Stats"), "The campaign's figures"),
                     **_ERRORS,
                     "404": _json(_ref("Error"), "No messages in this campaign"),
+                },
+            }
+        },
+        "/api/v1/recipients/{address}/stats": {
+            "get": {
+                "summary": "The statistics of all the messages to one recipient",
+                "parameters": [
+                    {
+                        "name": "address",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref("Stats"), "The recipient's figures"),
+                    **_ERRORS,
+                    "404": _json(_ref("Error"), "No messages to this recipient"),
+                },
+            }
+        },
+        "/api/v1/self-mark": {
+            "post": {
+                "summary": "A link that marks the browser it is opened in as the sender's own",
+                "responses": {
+                    "201": _json(
+                        {"type": "object", "properties": {"url": {"type": "string"}}},
+                        "Open `url` in your browser: your views there count as `self`",
+                    ),
+                    **_ERRORS,
                 },
             }
         },
