@@ -1,9 +1,10 @@
-# The only entry points: make run, make test, make lint, make bench (make install is implied).
+# The only entry points: make run, make test, make lint, make bench, make simulate (make install
+# is implied).
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test test-sqlite lint bench clean
+.PHONY: install run test test-sqlite lint bench simulate clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +32,11 @@ lint: install
 bench: install
 	scripts/system-packages postgresql nginx wrk
 	$(BIN)/python bench/run.py
+
+# Honest opens on simulated campaigns with ground truth (tests/simulator.py): the README's table.
+simulate: install
+	$(BIN)/python bench/simulate.py --seeds 5 --recipients 1000
+	$(BIN)/python bench/simulate.py --seeds 5 --recipients 5000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

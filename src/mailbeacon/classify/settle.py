@@ -26,11 +26,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import anyio.to_thread
 
 from mailbeacon.accounts import now_us
 from mailbeacon.classify.rules import SECOND
+from mailbeacon.classify.signatures import builtin
 from mailbeacon.store import queries
 from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.writer import Writer
@@ -55,8 +57,14 @@ class Revision:
     reasons: str  # JSON, the revision first, then what was thought before
 
 
+@lru_cache(maxsize=16384)
 def network(ip: str) -> str:
-    """The network a gateway's addresses share: /24 for IPv4, /48 for IPv6."""
+    """The network a gateway's addresses share: a named provider's whole network (Microsoft's
+    Safe Links fetches the pixel and sweeps the links from different addresses of it), else the
+    /24 (IPv4) or /48 (IPv6)."""
+    for name, networks in builtin().networks.items():
+        if ip in networks:
+            return name
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 # (the reader clicks "download pictures"). RESEARCH.md §1: "most Outlook opens are never seen";
 # Thunderbird blocks remote content by default. Stated to the user as an assumption.
 LOADS_IMAGES = {"outlook": 0.35, "thunderbird": 0.30}
-PRIOR_WEIGHT = 20.0  # clickers' worth of belief in the client-based visibility
+PRIOR_WEIGHT = 50.0  # clickers' worth of belief in the client-based visibility
 Z95 = 1.96
 
 ASSUMPTIONS = (
