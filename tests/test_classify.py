@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from mailbeacon.classify import signatures
 from mailbeacon.classify.apple import AppleEgress
 from mailbeacon.classify.pipeline import Classifier, Outcome
 from mailbeacon.classify.rules import EARLY, SECOND, Context, Hit, MessageFacts
@@ -71,8 +73,8 @@ def classify(
     referer: str = "",
     self_user: int | None = None,
 ) -> Outcome:
-    hit = Hit(kind, method, ip, user_agent, purpose, referer, "")  # type: ignore[arg-type]
-    return classifier.classify(hit, Context.of(MESSAGE, at, ip, self_user))
+    hit = Hit(kind, method, user_agent, purpose, referer, "")  # type: ignore[arg-type]
+    return classifier.classify(hit, ip, Context.of(MESSAGE, at, ip, self_user))
 
 
 def test_apple_mpp_is_the_bare_user_agent_from_apples_relays(classifier: Classifier) -> None:
@@ -222,3 +224,32 @@ def test_every_reason_has_a_readable_sentence(classifier: Classifier) -> None:
         for reason in classify(classifier, agent).reasons:
             assert reason.why.endswith(".")
             assert len(reason.why) < 120
+
+
+def test_your_own_signatures_add_to_the_built_in_ones(tmp_path: Path, apple_egress: Path) -> None:
+    extra = tmp_path / "mine.toml"
+    extra.write_text(
+        '[networks]\ndatacentre = ["198.51.100.0/24"]\n[scanners]\nuser_agents = ["AcmeGuard"]\n'
+    )
+    mine = Classifier(AppleEgress(tmp_path, override=apple_egress), signatures.load(extra))
+    outcome = classify(mine, "Mozilla/5.0 (compatible)", HOME)
+    assert (outcome.verdict, outcome.reasons[0].rule) == ("machine", "datacentre")
+    assert classify(mine, "AcmeGuard/2.1", "192.0.2.99").verdict == "machine"
+    assert "Barracuda Sentinel" in mine.signatures.scanners  # the built-in ones stay
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[nope]\nx = 1\n", "unknown table [nope]"),
+        ("[networks\n", "mine.toml"),
+        ('[networks]\ndatacentre = ["not a network"]\n', "not shaped like signatures.toml"),
+    ],
+)
+def test_a_broken_signatures_file_is_refused_with_a_reason(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    extra = tmp_path / "mine.toml"
+    extra.write_text(text)
+    with pytest.raises(signatures.SignaturesError, match=re.escape(message)):
+        signatures.load(extra)

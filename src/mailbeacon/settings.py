@@ -74,6 +74,12 @@ SETTINGS: tuple[Setting, ...] = (
         "24",
         "Hours between refreshes of Apple's egress list in `serve`; 0 turns refreshing off.",
     ),
+    Setting(
+        "signatures",
+        "",
+        "A TOML file of your own signatures (the tables of the built-in signatures.toml), "
+        "added to the built-in ones: e.g. your data centres' or scanners' networks.",
+    ),
 )
 
 
@@ -109,14 +115,12 @@ def _parse_refresh_hours(value: str) -> float:
     return hours
 
 
-def _parse_egress_file(value: str) -> Path | None:
+def _parse_file(value: str, flag: str, remedy: str) -> Path | None:
     if not value:
         return None
     path = Path(value).expanduser()
     if not path.is_file():
-        raise SettingsError(
-            f"--apple-egress: no file {str(path)!r}; leave it empty to use the downloaded copy"
-        )
+        raise SettingsError(f"{flag}: no file {str(path)!r}; {remedy}")
     return path
 
 
@@ -131,6 +135,7 @@ class Settings:
     smtp_listen: str
     apple_egress: Path | None
     apple_egress_refresh: float  # hours
+    signatures: Path | None
     secrets: tuple[str, ...] = field(repr=False)
 
     @classmethod
@@ -176,7 +181,12 @@ class Settings:
             public_url=public_url,
             trusted_proxies=_parse_networks(raw["trusted_proxies"]),
             smtp_listen=raw["smtp_listen"],
-            apple_egress=_parse_egress_file(raw["apple_egress"]),
+            apple_egress=_parse_file(
+                raw["apple_egress"], "--apple-egress", "leave it empty to use the downloaded copy"
+            ),
+            signatures=_parse_file(
+                raw["signatures"], "--signatures", "leave it empty for the built-in ones only"
+            ),
             apple_egress_refresh=_parse_refresh_hours(raw["apple_egress_refresh"]),
             secrets=(*keyring, *previous),
         )

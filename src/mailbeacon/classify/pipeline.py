@@ -17,7 +17,7 @@ from typing import Protocol
 
 from mailbeacon.classify.clients import software
 from mailbeacon.classify.networks import Networks
-from mailbeacon.classify.rules import Context, Evidence, Facts, Hit, Verdict, evidence
+from mailbeacon.classify.rules import Context, Evidence, Facts, Hit, Verdict, Where, evidence
 from mailbeacon.classify.signatures import Signatures, builtin
 
 DECIDES = 0.5
@@ -85,18 +85,19 @@ class Classifier:
         # Most traffic is a few proxies and clients: the same request, the same verdict.
         self._decide = lru_cache(maxsize=65536)(self._decide_afresh)
 
-    def _networks_of(self, ip: str, apple: Networks) -> tuple[bool, bool, bool]:
+    def _networks_of(self, ip: str, apple: Networks) -> Where:
         nets = self.signatures.networks
-        return ip in apple, ip in nets["google"], ip in nets["microsoft"]
+        return Where(
+            ip in apple, ip in nets["google"], ip in nets["microsoft"], ip in nets["datacentre"]
+        )
 
-    def classify(self, hit: Hit, context: Context) -> Outcome:
+    def classify(self, hit: Hit, ip: str, context: Context) -> Outcome:
         # Keyed by the list in use too: a refreshed list is looked up afresh.
-        return self._decide(hit, context, self.apple.networks)
+        return self._decide(hit, self._networks(ip, self.apple.networks), context)
 
-    def _decide_afresh(self, hit: Hit, context: Context, apple_list: Networks) -> Outcome:
+    def _decide_afresh(self, hit: Hit, where: Where, context: Context) -> Outcome:
         sw = software(hit.user_agent)
-        apple, google, microsoft = self._networks(hit.ip, apple_list)
-        facts = Facts(sw, apple, google, microsoft, context, self.signatures)
+        facts = Facts(sw, where, context, self.signatures)
         verdict, agent, confidence, reasons = weigh(evidence(hit, facts))
         client = self.signatures.clients.get(sw.family)
         if client is not None:

@@ -38,11 +38,12 @@ class MessageFacts:
 
 
 class Hit(NamedTuple):
-    """One request, as the rules see it (a named tuple: built and hashed on every hit)."""
+    """One request, as the rules see it (a named tuple: built and hashed on every hit). Its
+    address is seen through the networks it is in (``Where``), never directly: requests from
+    the many addresses of one proxy or client share a verdict, and its cache entry."""
 
     kind: Kind
     method: str
-    ip: str
     user_agent: str
     purpose: str  # Sec-Purpose, Purpose or X-Purpose
     referer: str
@@ -71,14 +72,21 @@ class Context(NamedTuple):
 NO_CONTEXT = Context(early=False, from_sender=False, sender_browser=False)
 
 
+class Where(NamedTuple):
+    """The networks a hit's address is in."""
+
+    apple_relay: bool  # an iCloud Private Relay egress
+    google: bool
+    microsoft: bool
+    datacentre: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Facts:
     """What is derived from a hit once, for every rule: its software, networks and context."""
 
     software: Software
-    apple_relay: bool  # the address is an iCloud Private Relay egress
-    google: bool
-    microsoft: bool
+    where: Where
     context: Context
     signatures: Signatures
 
@@ -143,7 +151,7 @@ def apple_mpp(hit: Hit, facts: Facts) -> Finding | None:
     Relay egress address. Apple prefetches every message's images when the device downloads
     mail, read or not (RESEARCH.md §1: uap-core #509, Mailgun, ClickDimensions). The stripped
     WebKit User-Agent alone is *not* this: it is Apple Mail with the protection off."""
-    if hit.user_agent == "Mozilla/5.0" and facts.apple_relay:
+    if hit.user_agent == "Mozilla/5.0" and facts.where.apple_relay:
         why = "Apple Mail Privacy Protection prefetched it; it says nothing about reading."
         return "machine", "apple_mpp", 0.98, why
     return None
@@ -153,7 +161,7 @@ def apple_mpp(hit: Hit, facts: Facts) -> Finding | None:
 def bare_user_agent(hit: Hit, facts: Facts) -> Finding | None:
     """``Mozilla/5.0`` and nothing else, not from Apple's relays: no mail client or browser
     sends that; a fetcher hiding what it is."""
-    if hit.user_agent == "Mozilla/5.0" and not facts.apple_relay:
+    if hit.user_agent == "Mozilla/5.0" and not facts.where.apple_relay:
         why = "A User-Agent of just 'Mozilla/5.0' from outside Apple's relays: not a client."
         return "machine", "automation", 0.7, why
     return None
@@ -190,7 +198,7 @@ def microsoft_network(hit: Hit, facts: Facts) -> Finding | None:
     """Outlook.com and Microsoft 365 webmail load images from Microsoft's network: a person
     opening. Clicks from there are Safe Links detonating the link: the person's real click
     comes from their own address (RESEARCH.md §1: warmbly #410/#412)."""
-    if not facts.microsoft or facts.software.family in ("GmailImageProxy", "YahooMailProxy"):
+    if not facts.where.microsoft or facts.software.family in ("GmailImageProxy", "YahooMailProxy"):
         return None
     if hit.kind == "click":
         why = "From Microsoft's mail network: Safe Links checking the link, not a person."
@@ -300,10 +308,20 @@ def early_fetch(hit: Hit, facts: Facts) -> Finding | None:
     9 s after delivery (RESEARCH.md §1). Weak alone: a fixed "N seconds" rule is not enough."""
     if hit.kind != "open" or not facts.context.early:
         return None
-    if facts.software.family in ("GmailImageProxy", "YahooMailProxy") or facts.apple_relay:
+    if facts.software.family in ("GmailImageProxy", "YahooMailProxy") or facts.where.apple_relay:
         return None  # proxies have their own rules
     why = "Fetched within 10 s of sending, faster than people read."
     return "machine", "security_scanner", 0.35, why
+
+
+@rule("datacentre")
+def datacentre(hit: Hit, facts: Facts) -> Finding | None:
+    """From a data centre's network: servers fetch from there, people rarely do; a proxy or
+    VPN user is the exception, so it is a strong hint, not proof (RESEARCH.md §1, security
+    gateways: "data-centre IPs")."""
+    if facts.where.datacentre:
+        return "machine", "security_scanner", 0.6, "From a data centre, where servers fetch."
+    return None
 
 
 @rule("rewrite_host")

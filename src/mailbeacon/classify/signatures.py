@@ -6,9 +6,11 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from mailbeacon.classify.networks import Networks
+from mailbeacon.settings import SettingsError
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,39 @@ class Signatures:
         )
 
 
+class SignaturesError(SettingsError):
+    """An operator's signatures file (``--signatures``) cannot be used; the message says why."""
+
+
+def _builtin_data() -> dict[str, Any]:
+    text = resources.files(__package__).joinpath("signatures.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
 @cache
 def builtin() -> Signatures:
-    text = resources.files(__package__).joinpath("signatures.toml").read_text("utf-8")
-    return Signatures.parse(tomllib.loads(text))
+    return Signatures.parse(_builtin_data())
+
+
+def load(extra: Path | None) -> Signatures:
+    """The built-in signatures, and the operator's own (``--signatures``) added to them: lists
+    are extended, tables (clients, browsers, networks) get new or replaced entries."""
+    if extra is None:
+        return builtin()
+    data = _builtin_data()
+    try:
+        theirs = tomllib.loads(extra.read_text("utf-8"))
+        for name, value in theirs.items():
+            if name not in data:
+                raise SignaturesError(f"unknown table [{name}]; known: {', '.join(data)}")
+            mine = data[name]
+            for key, entry in value.items():
+                if isinstance(entry, list) and isinstance(mine.get(key), list):
+                    mine[key] = [*mine[key], *entry]
+                else:
+                    mine[key] = entry
+        return Signatures.parse(data)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SignaturesError(f"{extra}: {exc}") from exc
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise SignaturesError(f"{extra}: not shaped like signatures.toml ({exc})") from exc

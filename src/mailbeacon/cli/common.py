@@ -50,10 +50,10 @@ def with_settings(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {s.name: kwargs.pop(s.name, None) for s in SETTINGS}
         try:
-            settings = Settings.load(values)
+            # A setting may turn out wrong only when used (a signatures file that does not parse).
+            return command(*args, settings=Settings.load(values), **kwargs)
         except SettingsError as exc:
             raise fail(str(exc)) from exc
-        return command(*args, settings=settings, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=own + flags)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {}

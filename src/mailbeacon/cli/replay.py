@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mailbeacon.classify import signatures
 from mailbeacon.classify.apple import AppleEgress
 from mailbeacon.classify.pipeline import Classifier
 from mailbeacon.cli.common import console, errors, open_db, print_json, with_settings
@@ -43,7 +44,9 @@ def replay(
         task = progress.add_task("replay", total=hits.stat().st_size)
         # Apple's list as kept in the data directory (or --apple-egress); replay never
         # downloads it: `mailbeacon signatures update` does.
-        classifier = Classifier(AppleEgress.from_settings(settings))
+        classifier = Classifier(
+            AppleEgress.from_settings(settings), signatures.load(settings.signatures)
+        )
         report = Replayer(db, Signer(settings.secrets), classifier).run(
             lines, lambda n: progress.advance(task, n)
         )

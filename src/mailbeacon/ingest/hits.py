@@ -123,7 +123,8 @@ def hit_row(
     user_agent, _accept, _language, referer, via = stored
     hint = clean(purpose(headers), MAX_HEADER)
     outcome = classifier.classify(
-        Hit(kind, method, ip, user_agent, hint, referer, via),
+        Hit(kind, method, user_agent, hint, referer, via),
+        ip,
         Context.of(message, at, ip, self_user),
     )
     return (

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,7 +23,7 @@ from mailbeacon.ingest.hits import hit_row, normalise_ip
 from mailbeacon.ingest.messages import KnownMessages
 from mailbeacon.store import queries
 from mailbeacon.store.db import Database
-from mailbeacon.tracking.tokens import Signer
+from mailbeacon.tracking.tokens import Signer, Target
 
 BATCH = 5000
 
@@ -68,12 +69,27 @@ class Replayer:
         self.classifier = classifier
         self._links: dict[str, list[str]] = {}
         self._messages = KnownMessages()
+        # A message's pixel and links come back again and again in a log: verified once each.
+        self._target = lru_cache(maxsize=65536)(self._verify)
 
     def _has_link(self, message_id: str, position: int) -> bool:
         links = self._links.get(message_id)
         if links is None:
             links = self._links[message_id] = self.db.read(queries.links_of, message_id)
         return position < len(links)
+
+    def _verify(self, url: str) -> tuple[Kind, Target]:
+        path = urlsplit(url).path
+        kind: Kind
+        if path.startswith("/o/") and path.endswith(".gif"):
+            kind, target = "open", self.signer.verify("o", path[3:-4])
+        elif path.startswith("/c/"):
+            kind, target = "click", self.signer.verify("c", path[3:])
+        else:
+            raise BadLine("url: not a tracking URL (/o/….gif or /c/…)")
+        if target is None:
+            raise BadLine("url: the token is not genuine")
+        return kind, target
 
     def row(self, line: str) -> tuple[Any, ...]:
         try:
@@ -88,16 +104,7 @@ class Replayer:
         url = data.get("url")
         if not isinstance(url, str):
             raise BadLine("url: expected a string")
-        path = urlsplit(url).path
-        kind: Kind
-        if path.startswith("/o/") and path.endswith(".gif"):
-            kind, target = "open", self.signer.verify("o", path[3:-4])
-        elif path.startswith("/c/"):
-            kind, target = "click", self.signer.verify("c", path[3:])
-        else:
-            raise BadLine("url: not a tracking URL (/o/….gif or /c/…)")
-        if target is None:
-            raise BadLine("url: the token is not genuine")
+        kind, target = self._target(url)
         if target.link is not None and not self._has_link(target.message_id, target.link):
             raise BadLine("url: no such link")
         ip = normalise_ip(data.get("ip", "")) if isinstance(data.get("ip"), str) else None

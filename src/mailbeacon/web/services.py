@@ -9,6 +9,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
 
+from mailbeacon.classify import signatures
 from mailbeacon.classify.apple import AppleEgress
 from mailbeacon.classify.pipeline import Classifier
 from mailbeacon.classify.settle import Settler
@@ -36,8 +37,9 @@ class Services:
         db = Database(settings.db)
         writer = Writer(db)
         apple = AppleEgress.from_settings(settings)
+        classifier = Classifier(apple, signatures.load(settings.signatures))
         return cls(
-            settings, db, writer, Signer(settings.secrets), apple, Classifier(apple),
+            settings, db, writer, Signer(settings.secrets), apple, classifier,
             Settler(db, writer),
         )  # fmt: skip
 
