@@ -14,14 +14,15 @@ from typing import Literal
 class Migration:
     version: int
     name: str
-    sql: str  # `{id}` is replaced by the dialect's auto-increment primary key
+    sql: str  # `{id}`: the dialect's auto-increment primary key; `{blob}`: its bytes type
 
     def statements(self, dialect: Literal["sqlite", "postgresql"]) -> list[str]:
         identity = {
             "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
             "postgresql": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
         }[dialect]
-        text = self.sql.replace("{id}", identity)
+        blob = {"sqlite": "BLOB", "postgresql": "BYTEA"}[dialect]
+        text = self.sql.replace("{id}", identity).replace("{blob}", blob)
         return [s.strip() for s in text.split(";") if s.strip()]
 
 
@@ -116,6 +117,50 @@ MIGRATIONS: tuple[Migration, ...] = (
             settled_up_to BIGINT NOT NULL
         );
         INSERT INTO settle_state (id, settled_up_to) VALUES (1, 0)
+        """,
+    ),
+    Migration(
+        3,
+        "sending",
+        """
+        ALTER TABLE users ADD COLUMN track_default BOOLEAN NOT NULL DEFAULT FALSE;
+        -- The outbound queue: one row a recipient's copy, kept until the upstream server has
+        -- accepted it (sent) or refused it for good (bounced).
+        CREATE TABLE outbound (
+            id {id},
+            user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            message_id TEXT REFERENCES messages (id) ON DELETE CASCADE,  -- NULL: untracked
+            mail_from TEXT NOT NULL,
+            rcpt_to TEXT NOT NULL,
+            data {blob} NOT NULL,
+            state TEXT NOT NULL DEFAULT 'queued',  -- queued | sent | bounced
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at BIGINT NOT NULL,
+            last_error TEXT,
+            created_at BIGINT NOT NULL,
+            sent_at BIGINT
+        );
+        CREATE INDEX outbound_due ON outbound (next_attempt_at) WHERE state = 'queued';
+        CREATE INDEX outbound_by_message ON outbound (message_id);
+        -- Who is not sent campaigns any more, and why.
+        CREATE TABLE suppressions (
+            user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            address TEXT NOT NULL,
+            reason TEXT NOT NULL,  -- unsubscribed | bounced
+            message_id TEXT,       -- the message it came from
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (user_id, address)
+        );
+        -- Each recipient of a campaign once: a send interrupted and run again skips them.
+        CREATE TABLE campaign_sends (
+            user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            campaign TEXT NOT NULL,
+            address TEXT NOT NULL,
+            message_id TEXT,       -- NULL when suppressed
+            state TEXT NOT NULL,   -- queued | suppressed
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (user_id, campaign, address)
+        )
         """,
     ),
 )

@@ -406,3 +406,21 @@ def mark_settled(conn: Conn, up_to: int) -> None:
         "UPDATE settle_state SET settled_up_to = ? WHERE id = 1 AND settled_up_to < ?",
         (up_to, up_to),
     )
+
+
+# --- the outbound queue -----------------------------------------------------------------------
+
+
+def enqueue_outbound(
+    conn: Conn, rows: Sequence[tuple[int, str | None, str, str, bytes]], *, now: int
+) -> list[int]:
+    """Rows of (user_id, message_id, mail_from, rcpt_to, data); their ids, in order."""
+    ids = []
+    for user_id, message_id, mail_from, rcpt_to, data in rows:
+        [(id_,)] = conn.execute(
+            "INSERT INTO outbound (user_id, message_id, mail_from, rcpt_to, data, "
+            "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (user_id, message_id, mail_from, rcpt_to, data, now, now),
+        )
+        ids.append(int(id_))
+    return ids

@@ -1,0 +1,1 @@
+"""Sending: the SMTP submission relay, the durable outbound queue and upstream delivery."""
