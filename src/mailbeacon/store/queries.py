@@ -309,14 +309,18 @@ def seen(conn: Conn, scope: Scope) -> list[tuple[Any, ...]]:
             for row in conn.execute(_SEEN.format(per_message=per_message), params)]  # fmt: skip
 
 
+_HITS_IN_SCOPE = (
+    "FROM hits h JOIN messages m ON m.id = h.message_id JOIN recipients r ON r.id = m.recipient_id"
+)
+
+
 def hit_counts(conn: Conn, scope: Scope) -> list[Row]:
     """Per group: key, kind, verdict, agent, hits."""
     key, where, params = scope.where()
+    columns = f"{key}, h.kind, h.verdict, h.agent"
     return conn.execute(
-        f"SELECT {key}, h.kind, h.verdict, h.agent, COUNT(*) FROM hits h "
-        "JOIN messages m ON m.id = h.message_id JOIN recipients r ON r.id = m.recipient_id "
-        f"WHERE {where} GROUP BY {key}, h.kind, h.verdict, h.agent "
-        f"ORDER BY {key}, h.kind, COUNT(*) DESC",
+        f"SELECT {columns}, COUNT(*) {_HITS_IN_SCOPE} WHERE {where} "
+        f"GROUP BY {columns} ORDER BY {key}, h.kind, COUNT(*) DESC",
         params,
     )
 
@@ -324,12 +328,11 @@ def hit_counts(conn: Conn, scope: Scope) -> list[Row]:
 def client_counts(conn: Conn, scope: Scope) -> list[Row]:
     """Per group: key, client, client type, OS, recipients who opened with it (human opens)."""
     key, where, params = scope.where()
+    columns = f"{key}, h.client, h.client_type, h.os"
     return conn.execute(
-        f"SELECT {key}, h.client, h.client_type, h.os, COUNT(DISTINCT h.message_id) FROM hits h "
-        "JOIN messages m ON m.id = h.message_id JOIN recipients r ON r.id = m.recipient_id "
+        f"SELECT {columns}, COUNT(DISTINCT h.message_id) {_HITS_IN_SCOPE} "
         f"WHERE {where} AND h.verdict = 'human' AND h.kind = 'open' "
-        f"GROUP BY {key}, h.client, h.client_type, h.os "
-        f"ORDER BY {key}, COUNT(DISTINCT h.message_id) DESC",
+        f"GROUP BY {columns} ORDER BY {key}, COUNT(DISTINCT h.message_id) DESC",
         params,
     )
 
