@@ -89,3 +89,13 @@ def test_an_oversized_body_is_refused(client: TestClient, alice: Persona) -> Non
 def test_an_unknown_message_is_404(client: TestClient, alice: Persona) -> None:
     response = client.get("/api/v1/messages/AAAAAAAAAAAAAAAA", headers=alice.auth)
     assert response.status_code == 404
+
+
+def test_the_senders_own_view_leaves_a_message_not_opened(
+    client: TestClient, alice: Persona
+) -> None:
+    message = send(client, alice)
+    client.get(path_of(message["pixel_url"]), headers={"X-Test-Peer": "192.0.2.25"})
+    found = client.get(f"/api/v1/messages/{message['id']}", headers=alice.auth).json()
+    assert (found["state"], found["opened"]) == ("not_opened", False)
+    assert found["hits"][0]["verdict"] == "self"

@@ -45,13 +45,14 @@ def event(row: Row) -> dict[str, Any]:
 
 def open_state(hits: list[dict[str, Any]]) -> str:
     """``opened`` (a person's open was seen), ``inferred`` (a person clicked, so opened),
-    ``machine_only`` (fetched, but never by a person), ``not_opened``."""
+    ``machine_only`` (fetched, but never by a person), ``not_opened`` (nothing, or only the
+    sender's own views)."""
     human = {h["kind"] for h in hits if h["verdict"] == "human"}
     if "open" in human:
         return "opened"
     if "click" in human:
         return "inferred"
-    return "machine_only" if hits else "not_opened"
+    return "machine_only" if any(h["verdict"] != "self" for h in hits) else "not_opened"
 
 
 def message(conn: Conn, user_id: int, message_id: str) -> dict[str, Any] | None:
