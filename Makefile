@@ -20,7 +20,7 @@ run: install
 # The suite runs on SQLite and on a real PostgreSQL server that the tests start themselves
 # (scripts/system-packages installs Debian's postgresql when it is missing).
 test: install
-	scripts/system-packages postgresql swaks
+	scripts/system-packages postgresql swaks libnet-ssleay-perl
 	$(MAKE) lint
 	$(BIN)/pytest
 

@@ -4,7 +4,9 @@ The machine is small and noisy (2 cores shared with the load generator), so abso
 little: every round measures nginx's `empty_gif` with an access log (the classic log-based pixel)
 right before mailbeacon on SQLite and on PostgreSQL, and the report gives medians over the rounds
 and mailbeacon's throughput as a fraction of nginx's. It also checks what a pixel promises: every
-answered hit is in the database. Then it times `mailbeacon replay` on a generated log.
+answered hit is in the database. Then it times `mailbeacon replay` on a generated log, and
+`mailbeacon send` of a campaign and its delivery to a loopback SMTP server
+(`bench/run.py campaign` runs that part alone).
 
 Writes BENCHMARKS.md and prints it. Exits 1 if an answered hit was not recorded (or a replayed
 line was lost), 2 if the bench could not run; a missed speed target is only a warning.
@@ -45,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
 from tests.support.server import free_port  # noqa: E402
+from tests.support.upstream import Upstream as UpstreamServer  # noqa: E402
 
 
 def _env_int(name: str, default: int) -> int:
@@ -635,6 +638,169 @@ def replay(procs: Processes, data: Path, db: str | None, lines: int) -> Replay:
     )
 
 
+# ── Campaign ─────────────────────────────────────────────────────────────────────────────────
+
+CAMPAIGN_RECIPIENTS = _env_int("BENCH_CAMPAIGN_RECIPIENTS", 2000)
+CAMPAIGN_LINKS = 300  # link tags in the template, to 150 distinct URLs
+TARGET_CAMPAIGN_RATE = 200  # messages/s instrumented and queued
+DELIVERY_TIMEOUT = 600  # seconds for `serve` to hand the whole campaign upstream
+
+
+@dataclass(frozen=True)
+class Campaign:
+    recipients: int
+    html_bytes: int  # the template
+    queued: int  # what `mailbeacon send` reports
+    stored: int  # rows in `outbound` afterwards
+    seconds: float  # wall clock of the whole command
+    delivered: int  # accepted by the loopback upstream
+    delivery_seconds: float  # from `serve` starting to the last one accepted
+
+    @property
+    def rate(self) -> float:
+        return self.queued / self.seconds
+
+    @property
+    def delivery_rate(self) -> float:
+        return self.delivered / self.delivery_seconds if self.delivery_seconds else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.queued == self.stored == self.recipients == self.delivered
+
+
+def write_campaign(workdir: Path, recipients: int) -> tuple[Path, Path, int]:
+    """A ~100 KB newsletter (a personal greeting, CAMPAIGN_LINKS links, an unsubscribe link)
+    and a list of ``recipients``; the template's size."""
+    rows = ["<tr><td><p>Dear {{ name }}, this week in {{ city }}:</p></td></tr>"]
+    for i in range(CAMPAIGN_LINKS):
+        rows.append(
+            f'<tr><td class="item" style="padding:8px;font:14px/1.4 Arial,sans-serif">'
+            f"<h3>Offer {i}</h3><p>{'A few words about this offer, and more. ' * 3}"
+            f'</p><a href="https://shop.example.test/item/{i % 150}?utm_source=news&amp;'
+            f'utm_medium=email&amp;utm_campaign=bench">See offer {i}</a></td></tr>\n'
+        )
+    html = (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>News</title>'
+        '<style>td{color:#333}</style></head><body><table width="100%">'
+        + "".join(rows)
+        + '<tr><td><a href="{{ unsubscribe_url }}">Unsubscribe</a></td></tr></table></body></html>'
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    template, listing = workdir / "campaign.html", workdir / "list.csv"
+    template.write_text(html, encoding="utf-8")
+    with listing.open("w", encoding="utf-8") as out:
+        out.write("email,name,city\n")
+        for i in range(recipients):
+            out.write(f"reader{i}@example.test,Reader {i},City {i % 50}\n")
+    return template, listing, len(html.encode())
+
+
+def _count_outbound(db: str, state: str | None = None) -> int:
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+        if state is None:
+            row = conn.execute("SELECT COUNT(*) FROM outbound").fetchone()
+        else:
+            row = conn.execute("SELECT COUNT(*) FROM outbound WHERE state = ?", (state,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def campaign(procs: Processes, data: Path, recipients: int) -> Campaign:
+    """Time `mailbeacon send` of a campaign on SQLite, then `serve` handing it to a loopback
+    SMTP server (tests/support/upstream.py: aiosmtpd, every message written to a Maildir)."""
+    add_user(procs, data, None)
+    template, listing, html_bytes = write_campaign(data / "campaign", recipients)
+    args = [*MAILBEACON, "send", "--campaign", "bench", "--from", "News <news@example.test>"]
+    args += ["--subject", "{{ name }}, this week in {{ city }}", "--template", str(template)]
+    args += ["--to", str(listing), "--user", "bench@example.test", "--json", *_flags(data, None)]
+    started = time.monotonic()
+    done = procs.run(args, 3600)
+    seconds = time.monotonic() - started
+    try:
+        report = json.loads(done.stdout)
+    except ValueError as exc:
+        raise BenchError(f"`mailbeacon send` failed ({done.returncode}): {done.stderr}") from exc
+    db = _sqlite(data)
+    with UpstreamServer(data) as upstream:
+        port = free_port()
+        log = data / "serve-upstream.log"
+        serve = [*MAILBEACON, "serve", "--listen", f"127.0.0.1:{port}", "--upstream", upstream.url]
+        started = time.monotonic()
+        child = procs.start([*serve, *_flags(data, None)], log)
+        try:
+            _wait_until_up("mailbeacon serve", f"http://127.0.0.1:{port}/healthz", child, log)
+            deadline = started + DELIVERY_TIMEOUT
+            while (delivered := _count_outbound(db, "sent")) < report["queued"]:
+                if time.monotonic() > deadline or child.poll() is not None:
+                    break
+                time.sleep(0.05)
+            delivery_seconds = time.monotonic() - started
+        finally:
+            procs.stop(child, signal.SIGINT)
+    return Campaign(
+        recipients, html_bytes, report["queued"], _count_outbound(db), seconds, delivered,
+        delivery_seconds,
+    )  # fmt: skip
+
+
+def campaign_report(run: Campaign) -> list[str]:
+    rows = [
+        [
+            "`mailbeacon send` (render, instrument, queue)",
+            f"{run.queued:,} of {run.recipients:,}",
+            f"{run.seconds:.1f} s",
+            f"{run.rate:,.0f}",
+        ],
+        [
+            "`mailbeacon serve --upstream` (to a loopback SMTP server)",
+            f"{run.delivered:,} of {run.queued:,}",
+            f"{run.delivery_seconds:.1f} s",
+            f"{run.delivery_rate:,.0f}",
+        ],
+    ]
+    return [
+        "## Campaigns",
+        "",
+        f"`mailbeacon send` of a {run.html_bytes / 1000:.0f} KB HTML template with "
+        f"{CAMPAIGN_LINKS} links (150 distinct) and a personal greeting to {run.recipients:,} "
+        "recipients on SQLite, timed as a whole command (start-up included): each copy is "
+        "rendered, instrumented (pixel, tracked links), composed, registered and queued. Then "
+        "`mailbeacon serve` with `--upstream` at a loopback aiosmtpd server that writes each "
+        "message to a Maildir, timed from its start to the last copy accepted. "
+        f"Target: ≥ {TARGET_CAMPAIGN_RATE} messages/s.",
+        "",
+        *_table(["step", "messages", "wall clock", "messages/s"], rows),
+    ]
+
+
+def campaign_warnings(run: Campaign) -> list[str]:
+    found = []
+    if run.rate < TARGET_CAMPAIGN_RATE:
+        found.append(
+            f"campaign: {run.rate:,.0f} messages/s queued, "
+            f"below the {TARGET_CAMPAIGN_RATE}/s target"
+        )
+    if not run.complete:
+        found.append(
+            f"campaign: {run.queued:,} queued, {run.stored:,} in the queue and {run.delivered:,} "
+            f"delivered of {run.recipients:,} recipients"
+        )
+    return found
+
+
+def campaign_only() -> int:
+    """`bench/run.py campaign`: this section alone, printed, BENCHMARKS.md left as it is."""
+    with (
+        tempfile.TemporaryDirectory(prefix="mailbeacon-bench-", ignore_cleanup_errors=True) as tmp,
+        Processes() as procs,
+    ):
+        run = campaign(procs, Path(tmp) / "campaign", CAMPAIGN_RECIPIENTS)
+    print("\n".join(campaign_report(run)))
+    for w in campaign_warnings(run):
+        print(f"warning: {w}", file=sys.stderr)
+    return 0 if run.complete else 1
+
+
 # ── Report ───────────────────────────────────────────────────────────────────────────────────
 
 
@@ -768,7 +934,11 @@ def warnings(scenarios: Sequence[Scenario], replays: Sequence[Replay]) -> list[s
 
 
 def render(
-    machine: Machine, scenarios: Sequence[Scenario], replays: Sequence[Replay], warned: list[str]
+    machine: Machine,
+    scenarios: Sequence[Scenario],
+    replays: Sequence[Replay],
+    warned: list[str],
+    sent: Campaign,
 ) -> str:
     settings = [
         f"BENCH_{name}={value}"
@@ -776,6 +946,7 @@ def render(
             ("SECONDS", SECONDS, 10),
             ("ROUNDS", ROUNDS, 3),
             ("REPLAY_LINES", REPLAY_LINES, 200_000),
+            ("CAMPAIGN_RECIPIENTS", CAMPAIGN_RECIPIENTS, 2000),
         )
         if value != default
     ]
@@ -811,6 +982,8 @@ def render(
         f"Target: ≥ {TARGET_REPLAY_RATE:,} hits/s.",
         "",
         *replay_table(replays),
+        "",
+        *campaign_report(sent),
         "",
         "## Warnings",
         "",
@@ -879,15 +1052,19 @@ def bench() -> int:
         ]
         for r in replays:
             print(f"  {r.database:<10} {r.rate:>9,.0f} hits/s ({r.seconds:.1f} s)", flush=True)
+        print(f"campaign: {CAMPAIGN_RECIPIENTS:,} recipients, sent and delivered", flush=True)
+        sent = campaign(procs, Path(tmp) / "campaign", CAMPAIGN_RECIPIENTS)
+        print(f"  send {sent.rate:,.0f}/s, deliver {sent.delivery_rate:,.0f}/s", flush=True)
     scenarios = collect(rounds)
-    warned = warnings(scenarios, replays)
-    text = render(machine, scenarios, replays, warned)
+    warned = warnings(scenarios, replays) + campaign_warnings(sent)
+    text = render(machine, scenarios, replays, warned, sent)
     BENCHMARKS.write_text(text)
     print("\n" + text)
     for w in warned:
         print(f"warning: {w}", file=sys.stderr)
     lost = [s.label for s in scenarios if not s.complete]
     lost += [f"replay on {r.database}" for r in replays if not r.complete]
+    lost += [] if sent.complete else ["campaign (queued or delivered)"]
     if lost:
         print(f"FAILED: hits answered but not recorded: {', '.join(lost)}", file=sys.stderr)
         return 1
@@ -900,7 +1077,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        return bench()
+        return campaign_only() if sys.argv[1:] == ["campaign"] else bench()
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,9 @@
 import pytest
 from starlette.testclient import TestClient
 
+from mailbeacon.relay.queue import Outgoing, enqueue
+from mailbeacon.store import queries
+from mailbeacon.store.db import Conn, Database
 from tests.conftest import Persona, path_of, send
 
 
@@ -12,9 +15,12 @@ from tests.conftest import Persona, path_of, send
         ("POST", "/api/v1/messages"),
         ("GET", "/api/v1/messages/AAAAAAAAAAAAAAAA"),
         ("GET", "/api/v1/events"),
+        ("GET", "/api/v1/bounces"),
         ("GET", "/api/v1/campaigns/x/stats"),
         ("GET", "/api/v1/recipients/reader@example.test/stats"),
         ("POST", "/api/v1/self-mark"),
+        ("GET", "/api/v1/suppressions"),
+        ("DELETE", "/api/v1/suppressions/reader@example.test"),
     ],
 )
 @pytest.mark.parametrize(
@@ -44,6 +50,19 @@ def test_an_outsider_sees_none_of_the_events(
     assert len(client.get("/api/v1/events", headers=alice.auth).json()["events"]) == 1
 
 
+def test_an_outsider_sees_none_of_the_bounces(
+    client: TestClient, db: Database, alice: Persona, bob: Persona
+) -> None:
+    def bounce(conn: Conn) -> None:
+        copy = Outgoing(alice.id, None, alice.email, "gone@x.test", b"")
+        [queue_id] = enqueue(conn, [copy], now=1)
+        queries.mark_bounced(conn, queue_id, error="550 no such user", at=2, suppress=True)
+
+    db.write(bounce)
+    assert client.get("/api/v1/bounces", headers=bob.auth).json()["bounces"] == []
+    assert len(client.get("/api/v1/bounces", headers=alice.auth).json()["bounces"]) == 1
+
+
 def test_an_outsider_cannot_read_campaign_stats(
     client: TestClient, alice: Persona, bob: Persona
 ) -> None:
@@ -58,9 +77,12 @@ def test_the_openapi_document_is_public_and_names_every_route(client: TestClient
         "/api/v1/messages",
         "/api/v1/messages/{message_id}",
         "/api/v1/events",
+        "/api/v1/bounces",
         "/api/v1/campaigns/{name}/stats",
         "/api/v1/recipients/{address}/stats",
         "/api/v1/self-mark",
+        "/api/v1/suppressions",
+        "/api/v1/suppressions/{address}",
     }
 
 

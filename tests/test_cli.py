@@ -33,7 +33,8 @@ def test_a_short_secret_refuses_to_start_with_a_clear_message(env: dict[str, str
 
 def test_help_lists_every_command() -> None:
     result = runner.invoke(app, ["--help"])
-    for command in ("serve", "users", "instrument", "replay", "stats", "secret", "signatures"):
+    commands = ("serve", "users", "instrument", "send", "replay", "stats", "secret", "signatures")
+    for command in commands:
         assert command in result.output
 
 
@@ -42,7 +43,9 @@ def test_the_readme_documents_every_command() -> None:
     for command in (
         "serve",
         "users add",
+        "users track",
         "instrument",
+        "send",
         "replay",
         "stats",
         "secret rotate",

@@ -4,7 +4,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailbeacon.instrument.html import rewrite_html
+from mailbeacon.instrument.html import (
+    _CHARACTER_REFERENCE,
+    _decode_reference,
+    _Scan,
+    _text,
+    rewrite_html,
+)
 
 PIXEL_URL = "https://t.test/o/abc.gif"
 PIXEL = (
@@ -358,3 +364,62 @@ def test_it_only_ever_offers_absolute_web_links(html: str) -> None:
 
     rewrite_html(html, PIXEL_URL, remember)
     assert all(url.lower().startswith(("http://", "https://")) for url in offered)
+
+
+plain_tags = st.lists(
+    st.sampled_from(
+        [
+            "<p>",
+            "<P class='x>y'>",
+            "</p >",
+            "<abbr>",
+            "<areas href=",
+            "<a\thref=",
+            "<A/href=",
+            "</bodyx>",
+            "</Body\n>",
+            "</htm>",
+            "<scripts>",
+            "<ſcript>",
+            "<xmp>",
+            "</xmp>",
+            "<TEXTAREA>",
+            "</textarea",
+            "<b",
+            "<b/>",
+            "</b/ x=y>",
+            "< a>",
+            "<1>",
+            "<é>",
+            "https://x.test/",
+            '"',
+            "'",
+            ">",
+            " ",
+        ]
+    )
+    | st.text(max_size=3)
+).map("".join)
+
+
+@given(html_like | plain_tags | st.lists(html_like | plain_tags).map("".join))
+def test_passing_over_plain_tags_at_once_finds_what_stepping_through_them_finds(
+    html: str,
+) -> None:
+    scans = [_Scan(html, lambda url: f"t:{url}", skip=skip) for skip in (True, False)]
+    for scan in scans:
+        scan.run()
+    fast, slow = scans
+    assert fast.edits == slow.edits
+    assert (fast.last_body_close, fast.last_html_close) == (
+        slow.last_body_close,
+        slow.last_html_close,
+    )
+
+
+@given(st.lists(st.sampled_from(["&amp;", "&", "amp;", "&amp", "&AMP;", "a", "=", "&lt;", ";"])))
+def test_an_href_whose_only_references_are_amp_reads_as_one_with_each_decoded(
+    pieces: list[str],
+) -> None:
+    value = "".join(pieces)
+    assert _text(value) == _CHARACTER_REFERENCE.sub(_decode_reference, value)

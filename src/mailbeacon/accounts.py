@@ -45,3 +45,11 @@ def add_api_key(conn: Conn, user_id: int) -> str:
     api_key = KEY_PREFIX + secrets.token_urlsafe(32)
     queries.add_api_key(conn, user_id, key_hash(api_key), api_key[:8], now=now_us())
     return api_key
+
+
+def login(conn: Conn, email: str, api_key: str) -> int | None:
+    """The user whose email and one of whose API keys these are (the SMTP relay's login)."""
+    user = queries.user_for_key(conn, key_hash(api_key))
+    if user is None or user[1].casefold() != email.strip().casefold():
+        return None
+    return user[0]

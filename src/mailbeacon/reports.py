@@ -73,6 +73,7 @@ def message(conn: Conn, user_id: int, message_id: str) -> dict[str, Any] | None:
         "created_at": iso(created_at),
         "opened": state in ("opened", "inferred"),
         "state": state,
+        "unsubscribed": queries.unsubscribed_by(conn, id_),
         "counts": {
             "opens": verdicts["open:human"],
             "clicks": verdicts["click:human"],
@@ -82,6 +83,34 @@ def message(conn: Conn, user_id: int, message_id: str) -> dict[str, Any] | None:
         },
         "links": queries.links_of(conn, id_),
         "hits": hits,
+        "delivery": delivery(conn, id_),
+    }
+
+
+def delivery(conn: Conn, message_id: str) -> dict[str, Any] | None:
+    """Where the message's copy stands in the outbound queue; None when it was never queued
+    (registered through the API and sent by the caller)."""
+    row = queries.delivery_of(conn, message_id)
+    if row is None:
+        return None
+    state, attempts, sent_at, last_error = row
+    return {
+        "state": state,
+        "attempts": attempts,
+        "sent_at": iso(sent_at) if sent_at is not None else None,
+        "last_error": last_error,
+    }
+
+
+def bounces(conn: Conn, user_id: int, after: tuple[int, int], limit: int) -> dict[str, Any]:
+    """The user's copies refused for good, in the order they bounced; ``next`` is the cursor."""
+    rows = queries.bounces(conn, user_id, after, limit)
+    return {
+        "bounces": [
+            {"recipient": rcpt_to, "message_id": message_id, "time": iso(at), "error": error}
+            for _id, rcpt_to, message_id, at, error in rows
+        ],
+        "next": f"{rows[-1][3]}.{rows[-1][0]}" if rows else f"{after[0]}.{after[1]}",
     }
 
 

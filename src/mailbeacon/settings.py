@@ -9,12 +9,15 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from mailbeacon.relay.upstream import Dkim, Upstream
 
 MIN_SECRET_LENGTH = 32
 
@@ -52,7 +55,31 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Comma-separated CIDRs whose X-Forwarded-For header is believed.",
     ),
-    Setting("smtp_listen", "", "Address and port of the SMTP relay (reserved; not yet served)."),
+    Setting(
+        "smtp_listen",
+        "",
+        "HOST:PORT of the SMTP submission relay (STARTTLS, AUTH); none: no relay.",
+    ),
+    Setting(
+        "smtp_cert",
+        "",
+        "PEM certificate (chain) of the SMTP relay; default: self-signed, DATA/smtp-cert.pem.",
+    ),
+    Setting("smtp_key", "", "PEM private key of --smtp-cert; default: DATA/smtp-key.pem."),
+    Setting(
+        "smtp_max_size",
+        "25M",
+        "Largest message the SMTP relay accepts, in bytes or with K or M (×1024).",
+    ),
+    Setting(
+        "upstream",
+        "",
+        "The SMTP server queued mail is sent through: smtp://user:password@host:port (STARTTLS "
+        "when offered; port 587) or smtps://… (TLS; 465). Empty: mail stays queued.",
+    ),
+    Setting("dkim_key", "", "PEM RSA private key to DKIM-sign sent mail with; none: unsigned."),
+    Setting("dkim_selector", "", "DKIM selector of --dkim-key (DNS: SELECTOR._domainkey.DOMAIN)."),
+    Setting("dkim_domain", "", "DKIM signing domain (d=) of --dkim-key."),
     Setting(
         "secret",
         "",
@@ -83,10 +110,10 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def _parse_listen(value: str) -> tuple[str, int]:
+def _parse_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"--listen must be HOST:PORT, got {value!r}")
+        raise SettingsError(f"{flag} must be HOST:PORT, got {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -115,6 +142,44 @@ def _parse_refresh_hours(value: str) -> float:
     return hours
 
 
+def _parse_size(value: str, flag: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([KM]?)B?\s*", value, re.IGNORECASE)
+    if match is None or int(match.group(1)) == 0:
+        raise SettingsError(f"{flag} must be a size such as 25M, 512K or 1000000, got {value!r}")
+    return int(match.group(1)) * {"": 1, "K": 1024, "M": 1024 * 1024}[match.group(2).upper()]
+
+
+def _parse_upstream(value: str) -> Upstream | None:
+    if not value.strip():
+        return None
+    try:
+        return Upstream.parse(value)
+    except ValueError as exc:
+        raise SettingsError(f"--upstream: {exc}") from None  # the URL may hold a password
+
+
+_DNS_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+
+
+def _parse_dkim(key: str, selector: str, domain: str) -> Dkim | None:
+    given = {"--dkim-key": key, "--dkim-selector": selector, "--dkim-domain": domain}
+    missing = [flag for flag, value in given.items() if not value]
+    if len(missing) == len(given):
+        return None
+    if missing:
+        raise SettingsError(
+            f"--dkim-key, --dkim-selector and --dkim-domain go together: {', '.join(missing)} "
+            "missing (or leave all three empty to send unsigned)"
+        )
+    for flag in ("--dkim-selector", "--dkim-domain"):
+        if not _DNS_NAME.fullmatch(given[flag]):
+            raise SettingsError(f"{flag} must be a DNS name, got {given[flag]!r}")
+    try:
+        return Dkim.load(Path(key).expanduser(), selector, domain.rstrip("."))
+    except ValueError as exc:
+        raise SettingsError(f"--dkim-key: {exc}") from None
+
+
 def _parse_file(value: str, flag: str, remedy: str) -> Path | None:
     if not value:
         return None
@@ -132,7 +197,12 @@ class Settings:
     port: int
     public_url: str
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    smtp_listen: str
+    smtp_listen: tuple[str, int] | None  # None: no relay
+    smtp_cert: Path | None  # with smtp_key; None: the self-signed pair in DATA
+    smtp_key: Path | None
+    smtp_max_size: int  # bytes
+    upstream: Upstream | None  # None: mail stays queued
+    dkim: Dkim | None  # None: sent unsigned
     apple_egress: Path | None
     apple_egress_refresh: float  # hours
     signatures: Path | None
@@ -173,6 +243,9 @@ class Settings:
                     f"use at least {MIN_SECRET_LENGTH}, e.g. `python -c "
                     f"'import secrets; print(secrets.token_urlsafe(32))'`"
                 )
+        if bool(raw["smtp_cert"]) != bool(raw["smtp_key"]):
+            raise SettingsError("--smtp-cert and --smtp-key go together: set both, or neither")
+        self_signed = "leave --smtp-cert and --smtp-key empty for a self-signed certificate"
         return cls(
             data=data,
             db=db,
@@ -180,7 +253,14 @@ class Settings:
             port=port,
             public_url=public_url,
             trusted_proxies=_parse_networks(raw["trusted_proxies"]),
-            smtp_listen=raw["smtp_listen"],
+            smtp_listen=(
+                _parse_listen(raw["smtp_listen"], "--smtp-listen") if raw["smtp_listen"] else None
+            ),
+            smtp_cert=_parse_file(raw["smtp_cert"], "--smtp-cert", self_signed),
+            smtp_key=_parse_file(raw["smtp_key"], "--smtp-key", self_signed),
+            smtp_max_size=_parse_size(raw["smtp_max_size"], "--smtp-max-size"),
+            upstream=_parse_upstream(raw["upstream"]),
+            dkim=_parse_dkim(raw["dkim_key"], raw["dkim_selector"], raw["dkim_domain"]),
             apple_egress=_parse_file(
                 raw["apple_egress"], "--apple-egress", "leave it empty to use the downloaded copy"
             ),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -19,23 +20,26 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data: Path, db: str, secret: str | None) -> None:
+    def __init__(
+        self, data: Path, db: str, secret: str | None, env: Mapping[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data / "serve.log"
         data.mkdir(parents=True, exist_ok=True)
-        env = {
+        environ = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MAILBEACON_")},
             "MAILBEACON_DATA": str(data),
             "MAILBEACON_DB": db,
             "MAILBEACON_LISTEN": f"127.0.0.1:{self.port}",
         }
         if secret is not None:
-            env["MAILBEACON_SECRET"] = secret
+            environ["MAILBEACON_SECRET"] = secret
+        environ.update(env or {})  # more settings, e.g. MAILBEACON_SMTP_LISTEN
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mailbeacon", "serve"],
-                env=env,
+                env=environ,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

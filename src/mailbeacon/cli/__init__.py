@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from mailbeacon.cli import explain, instrument, replay, secret, serve, signatures, stats, users
+from mailbeacon.cli import (
+    explain,
+    instrument,
+    replay,
+    secret,
+    send,
+    serve,
+    signatures,
+    stats,
+    users,
+)
 
 app = typer.Typer(
     help="mailbeacon: email open and click tracking that tells the truth about opens.",
@@ -15,6 +25,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.add_typer(users.app, name="users")
 app.command("instrument")(instrument.instrument)
+app.command("send")(send.send)
 app.command("replay")(replay.replay)
 app.command("stats")(stats.stats)
 app.command("explain")(explain.explain)

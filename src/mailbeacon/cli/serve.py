@@ -6,6 +6,7 @@ import logging
 
 from mailbeacon import accounts
 from mailbeacon.cli.common import console, open_db, with_settings
+from mailbeacon.relay import tls
 from mailbeacon.settings import Settings
 from mailbeacon.store import queries
 from mailbeacon.web.app import App
@@ -31,4 +32,12 @@ def serve(*, settings: Settings) -> None:
     console.print(f"mailbeacon listening on {settings.public_url}", highlight=False)
     console.print(f"  API:     {settings.public_url}/api/v1/openapi.json", highlight=False)
     console.print(f"  data:    {settings.data}  database: {dialect}", highlight=False)
+    if settings.smtp_listen is not None:
+        # Made (or checked) now, so that a bad certificate stops the start with its reason, and
+        # so that users can compare the fingerprint with what their mail client shows them.
+        tls.server_context(settings)
+        cert = tls.certificate_files(settings)[0]
+        host, port = settings.smtp_listen
+        console.print(f"  SMTP:    {host}:{port} (STARTTLS, then AUTH)", highlight=False)
+        console.print(f"  cert:    {cert}  SHA-256 {tls.fingerprint(cert)}", highlight=False)
     run_server(App(Services.open(settings)), settings.host, settings.port)

@@ -102,7 +102,13 @@ def recipients(raw: bytes) -> list[str]:
 
 def without_bcc(raw: bytes) -> bytes:
     """The message without its Bcc header fields, every other byte as it was."""
-    cuts = [(start, end) for name, _, start, end in _top_fields(raw) if name == "bcc"]
+    return without_fields(raw, lambda name: name == "bcc")
+
+
+def without_fields(raw: bytes, drop: Callable[[str], bool]) -> bytes:
+    """The message without the header fields whose lowercased name ``drop`` accepts, every
+    other byte as it was."""
+    cuts = [(start, end) for name, _, start, end in _top_fields(raw) if drop(name)]
     if not cuts:
         return raw
     pieces = []

@@ -63,6 +63,15 @@ def count_users(conn: Conn) -> int:
     return int(row[0]) if row else 0
 
 
+def track_default(conn: Conn, user_id: int) -> bool:
+    row = conn.one("SELECT track_default FROM users WHERE id = ?", (user_id,))
+    return bool(row[0]) if row else False
+
+
+def set_track_default(conn: Conn, user_id: int, on: bool) -> None:
+    conn.execute("UPDATE users SET track_default = ? WHERE id = ?", (on, user_id))
+
+
 # --- messages and links ---------------------------------------------------------------------
 
 
@@ -427,3 +436,200 @@ def enqueue_outbound(
         )
         ids.append(int(id_))
     return ids
+
+
+class Queued(NamedTuple):
+    """A copy claimed for an attempt to send it."""
+
+    id: int
+    user_id: int
+    message_id: str | None
+    mail_from: str
+    rcpt_to: str
+    data: bytes
+    attempts: int
+
+
+# Claiming pushes the copies' next attempt past a lease, in one short transaction: no other
+# claimer (another node) sees them as due any more, and if this one dies with them, they are due
+# again once the lease is over. On PostgreSQL, SKIP LOCKED lets claimers pass over each other's
+# rows instead of queueing behind them; SQLite has one writer at a time anyway.
+_CLAIM = (
+    "UPDATE outbound SET next_attempt_at = ? WHERE id IN ("
+    "SELECT id FROM outbound WHERE state = 'queued' AND next_attempt_at <= ? "
+    "ORDER BY next_attempt_at LIMIT ?{lock}) "
+    "RETURNING id, user_id, message_id, mail_from, rcpt_to, data, attempts"
+)
+_CLAIM_LOCK = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
+
+
+def claim_outbound(conn: Conn, *, now: int, until: int, limit: int) -> list[Queued]:
+    """Up to ``limit`` copies due at ``now``, the longest due first, leased ``until``."""
+    rows = conn.execute(_CLAIM.format(lock=_CLAIM_LOCK[conn.dialect]), (until, now, limit))
+    return [Queued(int(r[0]), int(r[1]), r[2], r[3], r[4], bytes(r[5]), int(r[6])) for r in rows]
+
+
+# Once a copy is done (sent or bounced), next_attempt_at keeps the time of its last attempt.
+# Each outcome is recorded only while the copy is still queued: should a lease run out under a
+# slow attempt and another node send the copy too, the first outcome stands.
+
+
+def mark_sent(conn: Conn, outbound_id: int, *, at: int) -> None:
+    """Accepted upstream at ``at``: the message's sending time becomes that moment, which
+    classification measures from (a scanner's fetch seconds after delivery)."""
+    row = conn.one(
+        "UPDATE outbound SET state = 'sent', sent_at = ?, next_attempt_at = ?, "
+        "attempts = attempts + 1, last_error = NULL WHERE id = ? AND state = 'queued' "
+        "RETURNING message_id",
+        (at, at, outbound_id),
+    )
+    if row is not None and row[0] is not None:
+        conn.execute("UPDATE messages SET sent_at = ? WHERE id = ?", (at, row[0]))
+
+
+def mark_deferred(conn: Conn, outbound_id: int, *, error: str, retry_at: int) -> None:
+    conn.execute(
+        "UPDATE outbound SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
+        "WHERE id = ? AND state = 'queued'",
+        (retry_at, error, outbound_id),
+    )
+
+
+def mark_bounced(conn: Conn, outbound_id: int, *, error: str, at: int, suppress: bool) -> None:
+    """Refused for good (or given up on); with ``suppress``, campaigns skip the recipient."""
+    row = conn.one(
+        "UPDATE outbound SET state = 'bounced', attempts = attempts + 1, next_attempt_at = ?, "
+        "last_error = ? WHERE id = ? AND state = 'queued' RETURNING user_id, rcpt_to, message_id",
+        (at, error, outbound_id),
+    )
+    if row is not None and suppress:
+        add_suppression(conn, int(row[0]), str(row[1]), "bounced", row[2], now=at)
+
+
+def outbound_waiting(conn: Conn) -> int:
+    row = conn.one("SELECT COUNT(*) FROM outbound WHERE state = 'queued'")
+    return int(row[0]) if row else 0
+
+
+def delivery_of(conn: Conn, message_id: str) -> Row | None:
+    """state, attempts, sent_at, last_error of the message's copy (the latest, if several)."""
+    return conn.one(
+        "SELECT state, attempts, sent_at, last_error FROM outbound WHERE message_id = ? "
+        "ORDER BY id DESC LIMIT 1",
+        (message_id,),
+    )
+
+
+def bounces(conn: Conn, user_id: int, after: tuple[int, int], limit: int) -> list[Row]:
+    """id, rcpt_to, message_id, time, error of the user's bounced copies, in the order they
+    bounced, after the (time, id) ``after``: a copy that bounces after days of retries comes
+    after those already listed, whatever its id."""
+    return conn.execute(
+        "SELECT id, rcpt_to, message_id, next_attempt_at, last_error FROM outbound "
+        "WHERE user_id = ? AND state = 'bounced' AND (next_attempt_at, id) > (?, ?) "
+        "ORDER BY next_attempt_at, id LIMIT ?",
+        (user_id, *after, limit),
+    )
+
+
+# --- campaigns and suppressions ---------------------------------------------------------------
+# Suppressed addresses are written lowercased and compared lowercased: whoever wrote a row
+# (an unsubscribe, a bounce), "Ann@Example.com" and "ann@example.com" are one recipient.
+
+
+def campaign_progress(conn: Conn, user_id: int, campaign: str) -> dict[str, str]:
+    """The addresses a campaign has dealt with so far, and how: ``queued`` or ``suppressed``."""
+    rows = conn.execute(
+        "SELECT address, state FROM campaign_sends WHERE user_id = ? AND campaign = ?",
+        (user_id, campaign),
+    )
+    return {str(address): str(state) for address, state in rows}
+
+
+def claim_campaign_send(
+    conn: Conn, user_id: int, campaign: str, address: str, message_id: str, *, now: int
+) -> bool:
+    """Mark ``address`` queued in the campaign; False if it already was (by another run).
+
+    An address recorded as suppressed is claimed: its suppression was lifted since."""
+    row = conn.one(
+        "INSERT INTO campaign_sends (user_id, campaign, address, message_id, state, created_at) "
+        "VALUES (?, ?, ?, ?, 'queued', ?) "
+        "ON CONFLICT (user_id, campaign, address) DO UPDATE SET message_id = excluded.message_id, "
+        "state = 'queued', created_at = excluded.created_at "
+        "WHERE campaign_sends.state = 'suppressed' RETURNING address",
+        (user_id, campaign, address, message_id, now),
+    )
+    return row is not None
+
+
+def campaign_suppressed(conn: Conn, user_id: int, campaign: str, address: str, *, now: int) -> None:
+    conn.execute(
+        "INSERT INTO campaign_sends (user_id, campaign, address, message_id, state, created_at) "
+        "VALUES (?, ?, ?, NULL, 'suppressed', ?) "
+        "ON CONFLICT (user_id, campaign, address) DO NOTHING",
+        (user_id, campaign, address, now),
+    )
+
+
+def suppressed_among(conn: Conn, user_id: int, addresses: Sequence[str]) -> dict[str, str]:
+    """Which of these (lowercased) addresses are suppressed, and why."""
+    if not addresses:
+        return {}
+    rows = conn.execute(
+        "SELECT lower(address), reason FROM suppressions WHERE user_id = ? "
+        f"AND lower(address) IN ({', '.join('?' * len(addresses))})",
+        (user_id, *addresses),
+    )
+    return {str(address): str(reason) for address, reason in rows}
+
+
+def add_suppression(
+    conn: Conn, user_id: int, address: str, reason: str, message_id: str | None, *, now: int
+) -> None:
+    """Suppress an address (lowercased); an address already suppressed keeps its first reason."""
+    conn.execute(
+        "INSERT INTO suppressions (user_id, address, reason, message_id, created_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, address) DO NOTHING",
+        (user_id, address.lower(), reason, message_id, now),
+    )
+
+
+def unsubscribe_target(conn: Conn, message_id: str) -> tuple[int, str, str, str | None] | None:
+    """A message's user, recipient and sender, and the recipient's suppression reason if any."""
+    row = conn.one(
+        "SELECT m.user_id, r.address, m.sender, "
+        "(SELECT s.reason FROM suppressions s WHERE s.user_id = m.user_id "
+        "AND lower(s.address) = lower(r.address) LIMIT 1) "
+        "FROM messages m JOIN recipients r ON r.id = m.recipient_id WHERE m.id = ?",
+        (message_id,),
+    )
+    return (int(row[0]), str(row[1]), str(row[2]), row[3]) if row else None
+
+
+def unsubscribed_by(conn: Conn, message_id: str) -> bool:
+    """Whether a recipient unsubscribed through this message (and it still stands)."""
+    row = conn.one(
+        "SELECT 1 FROM messages m JOIN recipients r ON r.id = m.recipient_id "
+        "JOIN suppressions s ON s.user_id = m.user_id AND lower(s.address) = lower(r.address) "
+        "WHERE m.id = ? AND s.message_id = m.id AND s.reason = 'unsubscribed'",
+        (message_id,),
+    )
+    return row is not None
+
+
+def suppressions(conn: Conn, user_id: int, after: str, limit: int) -> list[Row]:
+    """address, reason, message_id, created_at: by address, those after ``after``."""
+    return conn.execute(
+        "SELECT address, reason, message_id, created_at FROM suppressions "
+        "WHERE user_id = ? AND address > ? ORDER BY address LIMIT ?",
+        (user_id, after, limit),
+    )
+
+
+def lift_suppression(conn: Conn, user_id: int, address: str) -> bool:
+    rows = conn.execute(
+        "DELETE FROM suppressions WHERE user_id = ? AND lower(address) = ? RETURNING address",
+        (user_id, address.lower()),
+    )
+    return bool(rows)

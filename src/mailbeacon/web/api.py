@@ -7,6 +7,7 @@ their own messages, hits and campaigns. Errors are ``{"error": "..."}`` with a 4
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from email.utils import parseaddr
@@ -19,6 +20,7 @@ from starlette.routing import Route
 
 from mailbeacon import accounts, reports
 from mailbeacon.ingest.hits import client_ip
+from mailbeacon.send import suppressions
 from mailbeacon.store import queries
 from mailbeacon.tracking.register import Envelope, track_html
 from mailbeacon.web.openapi import OPENAPI
@@ -189,6 +191,16 @@ async def list_events(request: Request, user_id: int) -> Response:
     return JSONResponse(await _services(request).read(reports.events, user_id, after, limit))
 
 
+async def list_bounces(request: Request, user_id: int) -> Response:
+    after = request.query_params.get("after") or "0.0"
+    time, _, id_ = after.partition(".")
+    if not (re.fullmatch(r"[0-9]{1,18}", time) and re.fullmatch(r"[0-9]{1,18}", id_)):
+        raise ApiError(400, "after: expected the `next` of an earlier page")
+    limit = max(1, _int_param(request, "limit", 100, MAX_PAGE))
+    found = await _services(request).read(reports.bounces, user_id, (int(time), int(id_)), limit)
+    return JSONResponse(found)
+
+
 async def campaign_stats(request: Request, user_id: int) -> Response:
     name = request.path_params["name"]
     found = await _services(request).read(reports.stats, queries.Scope(user_id, campaign=name))
@@ -203,6 +215,19 @@ async def recipient_stats(request: Request, user_id: int) -> Response:
     if not found:
         raise ApiError(404, "no messages to this recipient")
     return JSONResponse(found[0])
+
+
+async def list_suppressions(request: Request, user_id: int) -> Response:
+    after = request.query_params.get("after") or ""
+    limit = max(1, _int_param(request, "limit", 100, MAX_PAGE))
+    return JSONResponse(await _services(request).read(suppressions.listing, user_id, after, limit))
+
+
+async def lift_suppression(request: Request, user_id: int) -> Response:
+    address = request.path_params["address"]
+    if not await _services(request).writer.run(suppressions.lift, user_id, address):
+        raise ApiError(404, "this address is not suppressed")
+    return Response(status_code=204)
 
 
 async def self_mark(request: Request, user_id: int) -> Response:
@@ -220,8 +245,11 @@ ROUTES = [
     Route("/api/v1/messages", authenticated(create_messages), methods=["POST"]),
     Route("/api/v1/messages/{message_id}", authenticated(get_message), methods=["GET"]),
     Route("/api/v1/events", authenticated(list_events), methods=["GET"]),
+    Route("/api/v1/bounces", authenticated(list_bounces), methods=["GET"]),
     Route("/api/v1/campaigns/{name}/stats", authenticated(campaign_stats), methods=["GET"]),
     Route("/api/v1/recipients/{address}/stats", authenticated(recipient_stats), methods=["GET"]),
     Route("/api/v1/self-mark", authenticated(self_mark), methods=["POST"]),
+    Route("/api/v1/suppressions", authenticated(list_suppressions), methods=["GET"]),
+    Route("/api/v1/suppressions/{address}", authenticated(lift_suppression), methods=["DELETE"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]

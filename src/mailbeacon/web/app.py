@@ -11,11 +11,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from mailbeacon.classify.apple import Refresher
+from mailbeacon.relay.server import RelayServer
 from mailbeacon.web.api import ROUTES as API_ROUTES
 from mailbeacon.web.services import Services
 from mailbeacon.web.tracking import SELF_COOKIE, Receive, Scope, Send, TrackingRoutes
+from mailbeacon.web.unsubscribe import ROUTES as UNSUBSCRIBE_ROUTES
 
-ROBOTS = "User-agent: *\nDisallow: /o/\nDisallow: /c/\n"
+ROBOTS = "User-agent: *\nDisallow: /o/\nDisallow: /c/\nDisallow: /u/\n"
 
 
 async def robots(request: Request) -> Response:
@@ -65,11 +67,16 @@ class App:
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
             services.writer.start()
             services.settler.start()
+            services.deliverer.start()
             refresher = Refresher(services.apple).start()
+            relay = await RelayServer.start(services) if services.settings.smtp_listen else None
             try:
                 yield
             finally:
+                if relay is not None:  # first: what it is queueing commits before the writer stops
+                    await relay.stop()
                 refresher.stop()
+                await services.deliverer.stop()
                 await services.settler.stop()
                 await services.writer.stop()
                 services.db.close()
@@ -80,6 +87,7 @@ class App:
                 Route("/robots.txt", robots),
                 Route("/healthz", healthz),
                 Route("/self/{mark}", mark_browser),
+                *UNSUBSCRIBE_ROUTES,
             ],
             lifespan=lifespan,
         )

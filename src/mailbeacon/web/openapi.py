@@ -124,6 +124,11 @@ OPENAPI: dict[str, Any] = {
                     "sent_at": {"type": "string", "format": "date-time"},
                     "opened": {"type": "boolean"},
                     "state": {"enum": ["opened", "inferred", "machine_only", "not_opened"]},
+                    "unsubscribed": {
+                        "type": "boolean",
+                        "description": "The recipient unsubscribed through this message (and "
+                        "the suppression has not been lifted).",
+                    },
                     "counts": {
                         "type": "object",
                         "properties": {
@@ -140,6 +145,44 @@ OPENAPI: dict[str, Any] = {
                     },
                     "links": {"type": "array", "items": {"type": "string"}},
                     "hits": {"type": "array", "items": _ref("Event")},
+                    "delivery": {
+                        "type": ["object", "null"],
+                        "description": "Its copy in the outbound queue (relay, campaigns); null "
+                        "when it was registered through the API and never queued.",
+                        "properties": {
+                            "state": {"enum": ["queued", "sent", "bounced"]},
+                            "attempts": {"type": "integer"},
+                            "sent_at": {
+                                "type": ["string", "null"],
+                                "format": "date-time",
+                                "description": "When the upstream server accepted it.",
+                            },
+                            "last_error": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+            },
+            "Bounce": {
+                "type": "object",
+                "description": "A copy the upstream server refused for good, or given up on.",
+                "properties": {
+                    "recipient": {"type": "string"},
+                    "message_id": {"type": ["string", "null"], "description": "Null: untracked."},
+                    "time": {"type": "string", "format": "date-time"},
+                    "error": {"type": "string", "description": "The server's reply."},
+                },
+            },
+            "Suppression": {
+                "type": "object",
+                "description": "An address campaigns skip.",
+                "properties": {
+                    "address": {"type": "string", "description": "Lowercased."},
+                    "reason": {"enum": ["unsubscribed", "bounced"]},
+                    "message_id": {
+                        "type": ["string", "null"],
+                        "description": "The message it came from.",
+                    },
+                    "time": {"type": "string", "format": "date-time"},
                 },
             },
             "Stats": {
@@ -261,6 +304,77 @@ OPENAPI: dict[str, Any] = {
                         "A page of events; pass `next` as `after` for the following page",
                     ),
                     **_ERRORS,
+                },
+            }
+        },
+        "/api/v1/bounces": {
+            "get": {
+                "summary": "Copies refused for good, in the order they bounced",
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "maximum": 1000},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "bounces": {"type": "array", "items": _ref("Bounce")},
+                                "next": {"type": "string"},
+                            },
+                        },
+                        "A page of bounces; pass `next` as `after` for the following page",
+                    ),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/v1/suppressions": {
+            "get": {
+                "summary": "Addresses campaigns skip (unsubscribed or bounced), by address",
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "maximum": 1000},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "suppressions": {"type": "array", "items": _ref("Suppression")},
+                                "next": {"type": ["string", "null"]},
+                            },
+                        },
+                        "A page of suppressions; pass `next` as `after` for the following page "
+                        "(null: there is none)",
+                    ),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/v1/suppressions/{address}": {
+            "delete": {
+                "summary": "Lift a suppression: campaigns send to the address again",
+                "parameters": [
+                    {
+                        "name": "address",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "204": {"description": "Lifted"},
+                    **_ERRORS,
+                    "404": _json(_ref("Error"), "The address is not suppressed"),
                 },
             }
         },

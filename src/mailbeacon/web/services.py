@@ -1,5 +1,5 @@
-"""What a running server holds: settings, the database, its writer, the token signer, and the
-classifier with Apple's relay list and the settler."""
+"""What a running server holds: settings, the database, its writer, the token signer, the
+classifier with Apple's relay list and the settler, and the deliverer of the outbound queue."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from mailbeacon.classify import signatures
 from mailbeacon.classify.apple import AppleEgress
 from mailbeacon.classify.pipeline import Classifier
 from mailbeacon.classify.settle import Settler
+from mailbeacon.relay.deliverer import Deliverer
+from mailbeacon.relay.upstream import helo_name
 from mailbeacon.settings import Settings
 from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.writer import Writer
@@ -31,6 +33,7 @@ class Services:
     apple: AppleEgress
     classifier: Classifier
     settler: Settler
+    deliverer: Deliverer  # poke() it after queueing copies (relay.queue.enqueue)
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -41,6 +44,8 @@ class Services:
         return cls(
             settings, db, writer, Signer(settings.secrets), apple, classifier,
             Settler(db, writer),
+            Deliverer(db, writer, settings.upstream, dkim=settings.dkim,
+                      helo=helo_name(settings.public_url)),
         )  # fmt: skip
 
     async def read(self, fn: Callable[Concatenate[Conn, P], T], *a: P.args, **kw: P.kwargs) -> T:

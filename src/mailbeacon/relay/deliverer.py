@@ -1,0 +1,248 @@
+"""Delivery: the background worker of ``serve`` that hands queued copies to the upstream server.
+
+The queue is the store (``outbound``), so nothing is lost when the process stops, however it
+stops. A round claims the copies that are due, a few at a time, and sends them concurrently;
+claiming leases them (``queries.claim_outbound``), so several nodes on one PostgreSQL never
+send one copy at once, and the copies of a node that died are due again when their lease ends.
+A copy is therefore sent *at least* once: if the process dies after the upstream server
+accepted a copy but before that was recorded, it is sent again after its lease.
+
+Each attempt ends one of three ways (``upstream.Outcome``):
+
+- accepted: the copy is ``sent``, and its message's ``sent_at`` becomes that moment;
+- a temporary failure: tried again after a growing delay (``BACKOFF``, with jitter so that
+  copies deferred together do not all come back together); once the schedule is used up,
+  about three days, the copy bounces;
+- refused for good: the copy ``bounced`` with the server's reply, and a recipient refused is
+  suppressed, so that campaigns skip them.
+
+It wakes when poked (new copies queued) and every ``poll`` seconds (copies queued by another
+process, retries coming due).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import Callable, Sequence
+
+import anyio.to_thread
+
+from mailbeacon.accounts import now_us
+from mailbeacon.relay import upstream as smtp
+from mailbeacon.relay.upstream import Accepted, Deferred, Dkim, Outcome, Refused, Upstream
+from mailbeacon.store import queries
+from mailbeacon.store.db import Database
+from mailbeacon.store.writer import Writer
+
+log = logging.getLogger(__name__)
+
+SECOND = 1_000_000  # µs
+MINUTE, HOUR = 60, 3600  # seconds
+# Seconds to wait after each failed attempt: 13 retries over about three days (69 h 21 min
+# before jitter); the 14th failure bounces. Close to what MTAs do (Postfix gives up after 5 days).
+BACKOFF: tuple[float, ...] = (
+    1 * MINUTE, 5 * MINUTE, 15 * MINUTE, 1 * HOUR, 4 * HOUR, *(8 * HOUR,) * 8
+)  # fmt: skip
+JITTER = 0.2  # each delay is stretched or shrunk by up to this share, at random
+LEASE = 5 * MINUTE  # a claimed copy is someone's for this long
+CONCURRENCY = 4  # copies in flight at once
+POLL = 5.0  # seconds between looks at the queue when nobody pokes
+
+
+def retry_delay(attempts: int, backoff: Sequence[float], rng: random.Random) -> float | None:
+    """Seconds before the next attempt after ``attempts`` failed ones; None: give up."""
+    if attempts > len(backoff):
+        return None
+    return backoff[attempts - 1] * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+class Deliverer:
+    """Sends the outbound queue upstream, in the background of ``serve`` (``start``/``stop``,
+    ``poke`` when copies were queued) or until nothing is due (``deliver_due``)."""
+
+    def __init__(
+        self,
+        db: Database,
+        writer: Writer,
+        upstream: Upstream | None,
+        *,
+        dkim: Dkim | None = None,
+        helo: str = "localhost",
+        tls: ssl.SSLContext | None = None,
+        concurrency: int = CONCURRENCY,
+        poll: float = POLL,
+        lease: float = LEASE,
+        backoff: Sequence[float] = BACKOFF,
+        timeout: float = smtp.TIMEOUT,
+        clock: Callable[[], int] = now_us,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = db
+        self.writer = writer
+        self.upstream = upstream
+        self.dkim = dkim
+        self.helo = helo
+        self.tls = tls  # None: the system's authorities (see upstream.tls_context)
+        self.concurrency = concurrency
+        self.poll = poll
+        self.lease = lease
+        self.backoff = tuple(backoff)
+        self.timeout = timeout
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._task = self._loop.create_task(self._run())
+
+    def poke(self) -> None:
+        """Copies were queued: look now. Safe from any thread (the SMTP relay's included)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # not started: starting looks at the queue anyway
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Claim nothing more; let the copies in flight finish for up to ``grace`` seconds, then
+        cancel them (they are sent again after their lease)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        if self.upstream is None:
+            await self._warn_when_mail_waits()
+            return
+        log.info("delivering queued mail through %s", self.upstream)
+        while not self._stopping:
+            self._wake.clear()
+            await self.deliver_due()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll):
+                    await self._wake.wait()
+
+    async def _warn_when_mail_waits(self) -> None:
+        """Without an upstream, mail stays queued: say so once, when there is some."""
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                waiting = await anyio.to_thread.run_sync(self.db.read, queries.outbound_waiting)
+            except Exception:
+                log.exception("could not look at the outbound queue")
+                waiting = 0
+            if waiting:
+                log.warning(
+                    "%d copies are queued but not sent: there is no upstream server to send them "
+                    "through; set --upstream smtp://user:password@host:port",
+                    waiting,
+                )
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll):
+                    await self._wake.wait()
+
+    async def deliver_due(self) -> int:
+        """Send every copy due now, ``concurrency`` at a time, claiming more as slots free
+        up, until none is due and none in flight; the number of attempts made."""
+        upstream = self.upstream
+        if upstream is None:
+            return 0
+        sending: set[asyncio.Task[None]] = set()
+        attempts = 0
+        try:
+            while True:
+                free = 0 if self._stopping else self.concurrency - len(sending)
+                claimed = await self._claim(free) if free > 0 else []
+                for copy in claimed:
+                    sending.add(
+                        asyncio.get_running_loop().create_task(self._deliver(upstream, copy))
+                    )
+                attempts += len(claimed)
+                if not sending:
+                    return attempts
+                _, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in sending:  # cancelled (stop): what was in flight comes back after its lease
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    async def _claim(self, limit: int) -> list[queries.Queued]:
+        now = self.clock()
+        until = now + int(self.lease * SECOND)
+        try:
+            return await self.writer.run(queries.claim_outbound, now=now, until=until, limit=limit)
+        except Exception:
+            log.exception("could not claim queued copies; trying again in %s s", self.poll)
+            return []
+
+    async def _deliver(self, upstream: Upstream, copy: queries.Queued) -> None:
+        try:
+            data = copy.data
+            if self.dkim is not None:
+                data = await anyio.to_thread.run_sync(self.dkim.sign, data)
+            # The whole attempt ends well within the lease: no other node takes the copy over
+            # while this one may still be sending it.
+            async with asyncio.timeout(self.lease / 2):
+                outcome = await smtp.send(
+                    upstream, copy.mail_from, copy.rcpt_to, data,
+                    helo=self.helo, tls=self.tls, timeout=self.timeout,
+                )  # fmt: skip
+        except TimeoutError:
+            outcome = Deferred(f"no answer from {upstream} within {self.lease / 2:.0f} s")
+        except Exception as exc:
+            log.exception("sending copy %d failed unexpectedly", copy.id)
+            outcome = Deferred(f"unexpected error: {exc!r}")
+        try:
+            await self._record(copy, outcome)
+        except Exception:
+            log.exception("could not record the outcome of copy %d; it is tried again", copy.id)
+
+    async def _record(self, copy: queries.Queued, outcome: Outcome) -> None:
+        now = self.clock()
+        match outcome:
+            case Accepted(at=at):
+                await self.writer.run(queries.mark_sent, copy.id, at=at)
+            case Refused(error=error, recipient=recipient):
+                log.warning("copy %d to %s bounced: %s", copy.id, copy.rcpt_to, error)
+                await self.writer.run(
+                    queries.mark_bounced, copy.id, error=error, at=now, suppress=recipient
+                )
+            case Deferred(error=error):
+                delay = retry_delay(copy.attempts + 1, self.backoff, self.rng)
+                if delay is None:
+                    error = f"gave up after {copy.attempts + 1} attempts: {error}"
+                    log.warning("copy %d to %s bounced: %s", copy.id, copy.rcpt_to, error)
+                    await self.writer.run(
+                        queries.mark_bounced, copy.id, error=error, at=now, suppress=False
+                    )
+                    return
+                log.info("copy %d to %s deferred (%s); next attempt in %.0f s",
+                         copy.id, copy.rcpt_to, error, delay)  # fmt: skip
+                retry_at = now + int(delay * SECOND)
+                await self.writer.run(
+                    queries.mark_deferred, copy.id, error=error, retry_at=retry_at
+                )
