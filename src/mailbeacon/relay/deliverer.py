@@ -49,7 +49,7 @@ BACKOFF: tuple[float, ...] = (
 )  # fmt: skip
 JITTER = 0.2  # each delay is stretched or shrunk by up to this share, at random
 LEASE = 5 * MINUTE  # a claimed copy is someone's for this long
-CONCURRENCY = 4  # copies in flight at once
+CONCURRENCY = 8  # copies in flight at once, each sender on a connection of its own
 POLL = 5.0  # seconds between looks at the queue when nobody pokes
 
 
@@ -166,29 +166,41 @@ class Deliverer:
                     await self._wake.wait()
 
     async def deliver_due(self) -> int:
-        """Send every copy due now, ``concurrency`` at a time, claiming more as slots free
-        up, until none is due and none in flight; the number of attempts made."""
+        """Send every copy due now, until none is due and none in flight; the number of
+        attempts made. ``concurrency`` senders each keep one connection to the upstream server
+        for the whole round; copies are claimed a few at a time, just ahead of them, so that
+        none waits out its lease in memory."""
         upstream = self.upstream
         if upstream is None:
             return 0
-        sending: set[asyncio.Task[None]] = set()
+        due: asyncio.Queue[queries.Queued | None] = asyncio.Queue(maxsize=self.concurrency)
+        loop = asyncio.get_running_loop()
+        senders = [loop.create_task(self._sender(upstream, due)) for _ in range(self.concurrency)]
         attempts = 0
         try:
-            while True:
-                free = 0 if self._stopping else self.concurrency - len(sending)
-                claimed = await self._claim(free) if free > 0 else []
+            while not self._stopping and not all(t.done() for t in senders):
+                claimed = await self._claim(self.concurrency * 2)
+                if not claimed:
+                    break
                 for copy in claimed:
-                    sending.add(
-                        asyncio.get_running_loop().create_task(self._deliver(upstream, copy))
-                    )
+                    await due.put(copy)
                 attempts += len(claimed)
-                if not sending:
-                    return attempts
-                _, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+            for _ in senders:
+                await due.put(None)
+            await asyncio.gather(*senders)
         finally:
-            for task in sending:  # cancelled (stop): what was in flight comes back after its lease
+            for task in senders:  # cancelled (stop): what was in flight comes back after its lease
                 task.cancel()
-            await asyncio.gather(*sending, return_exceptions=True)
+            await asyncio.gather(*senders, return_exceptions=True)
+        return attempts
+
+    async def _sender(self, upstream: Upstream, due: asyncio.Queue[queries.Queued | None]) -> None:
+        session = smtp.Session(upstream, helo=self.helo, tls=self.tls, timeout=self.timeout)
+        try:
+            while (copy := await due.get()) is not None:
+                await self._deliver(session, copy)
+        finally:
+            await session.close()
 
     async def _claim(self, limit: int) -> list[queries.Queued]:
         now = self.clock()
@@ -199,7 +211,8 @@ class Deliverer:
             log.exception("could not claim queued copies; trying again in %s s", self.poll)
             return []
 
-    async def _deliver(self, upstream: Upstream, copy: queries.Queued) -> None:
+    async def _deliver(self, session: smtp.Session, copy: queries.Queued) -> None:
+        upstream = session.upstream
         try:
             data = copy.data
             if self.dkim is not None:
@@ -207,10 +220,7 @@ class Deliverer:
             # The whole attempt ends well within the lease: no other node takes the copy over
             # while this one may still be sending it.
             async with asyncio.timeout(self.lease / 2):
-                outcome = await smtp.send(
-                    upstream, copy.mail_from, copy.rcpt_to, data,
-                    helo=self.helo, tls=self.tls, timeout=self.timeout,
-                )  # fmt: skip
+                outcome = await session.send(copy.mail_from, copy.rcpt_to, data)
         except TimeoutError:
             outcome = Deferred(f"no answer from {upstream} within {self.lease / 2:.0f} s")
         except Exception as exc:

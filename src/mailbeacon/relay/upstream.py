@@ -18,6 +18,7 @@ HTML part is rewritten no longer verifies (RESEARCH.md §4).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import ssl
@@ -156,6 +157,85 @@ def helo_name(public_url: str) -> str:
     return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
 
 
+class Session:
+    """A connection to the upstream server kept open from one copy to the next: connecting,
+    STARTTLS and the login cost more than a copy does. ``send`` never raises for what the server
+    or the network does; after a failure of the connection itself, the next copy reconnects."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        helo: str = "localhost",
+        tls: ssl.SSLContext | None = None,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        self.upstream = upstream
+        self.helo = helo
+        self.tls = tls or tls_context(upstream)
+        self.timeout = timeout
+        self._smtp: aiosmtplib.SMTP | None = None
+
+    async def send(self, mail_from: str, rcpt_to: str, data: bytes) -> Outcome:
+        try:
+            if self._smtp is None or not self._smtp.is_connected:
+                self._drop()
+                self._smtp = aiosmtplib.SMTP(
+                    hostname=self.upstream.host,
+                    port=self.upstream.port,
+                    local_hostname=self.helo,
+                    timeout=self.timeout,
+                    use_tls=self.upstream.scheme == "smtps",
+                    start_tls=False,  # decided in _open, once the server has said what it offers
+                    tls_context=self.tls,
+                )
+                refused = await _open(self._smtp, self.upstream)
+                if refused is not None:
+                    self._drop()
+                    return refused
+            return await _transaction(self._smtp, mail_from, rcpt_to, data)
+        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+            await self._after(exc)
+            return _failure(self.upstream, exc)
+
+    async def _after(self, exc: Exception) -> None:
+        """A refused copy leaves the connection usable once reset; anything else drops it."""
+        if self._smtp is not None and isinstance(
+            exc,
+            aiosmtplib.SMTPRecipientsRefused
+            | aiosmtplib.SMTPSenderRefused
+            | aiosmtplib.SMTPDataError,
+        ):
+            try:
+                await self._smtp.rset()
+                return
+            except (aiosmtplib.SMTPException, OSError):
+                pass
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+    async def close(self) -> None:
+        """Say goodbye (briefly: every copy sent is already accepted) and close."""
+        smtp = self._smtp
+        sock = smtp.transport.get_extra_info("socket") if smtp and smtp.transport else None
+        try:
+            if smtp is not None and smtp.is_connected:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                    await smtp.quit(timeout=QUIT_TIMEOUT)
+        finally:  # also when cancelled while saying goodbye (a deliverer stopping)
+            self._drop()
+        # Over TLS the socket closes after the TLS goodbye, a few loop turns later: wait for it
+        # (briefly), so that no connection outlives its event loop.
+        for _ in range(100):
+            if sock is None or sock.fileno() == -1:
+                break
+            await asyncio.sleep(0.01)
+
+
 async def send(
     upstream: Upstream,
     mail_from: str,
@@ -166,28 +246,16 @@ async def send(
     tls: ssl.SSLContext | None = None,
     timeout: float = TIMEOUT,
 ) -> Outcome:
-    """Hand one copy to the upstream server, on a connection of its own; never raises for what
-    the server or the network does."""
-    smtp = aiosmtplib.SMTP(
-        hostname=upstream.host,
-        port=upstream.port,
-        local_hostname=helo,
-        timeout=timeout,
-        use_tls=upstream.scheme == "smtps",
-        start_tls=False,  # decided in _transaction, once the server has said what it offers
-        tls_context=tls or tls_context(upstream),
-    )
+    """Hand one copy to the upstream server on a connection of its own."""
+    session = Session(upstream, helo=helo, tls=tls, timeout=timeout)
     try:
-        return await _transaction(smtp, upstream, mail_from, rcpt_to, data)
-    except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
-        return _failure(upstream, exc)
+        return await session.send(mail_from, rcpt_to, data)
     finally:
-        smtp.close()
+        await session.close()
 
 
-async def _transaction(
-    smtp: aiosmtplib.SMTP, upstream: Upstream, mail_from: str, rcpt_to: str, data: bytes
-) -> Outcome:
+async def _open(smtp: aiosmtplib.SMTP, upstream: Upstream) -> Outcome | None:
+    """Connect, upgrade to TLS and log in; a Deferred when the password would go in the clear."""
     await smtp.connect()
     if smtp.is_ehlo_or_helo_needed:
         await smtp.ehlo()
@@ -201,16 +269,17 @@ async def _transaction(
             )
     if upstream.username is not None and upstream.password is not None:
         await smtp.login(upstream.username, upstream.password)
+    return None
+
+
+async def _transaction(smtp: aiosmtplib.SMTP, mail_from: str, rcpt_to: str, data: bytes) -> Outcome:
     options = []
     if not (mail_from + rcpt_to).isascii():
         options.append("SMTPUTF8")
     if not data.isascii() and smtp.supports_extension("8bitmime"):
         options.append("BODY=8BITMIME")
     _, reply = await smtp.sendmail(mail_from, [rcpt_to], data, mail_options=options)
-    accepted = Accepted(now_us(), reply)
-    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-        await smtp.quit(timeout=QUIT_TIMEOUT)  # the copy is accepted, whatever QUIT says
-    return accepted
+    return Accepted(now_us(), reply)
 
 
 def _failure(upstream: Upstream, exc: Exception) -> Outcome:
