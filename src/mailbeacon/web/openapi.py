@@ -15,6 +15,37 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _path(name: str) -> list[dict[str, Any]]:
+    """The parameters of a route with one path parameter."""
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _page(summary: str, items: str, item: str) -> dict[str, Any]:
+    """A cursor-paginated list: ``after`` and ``limit`` in, ``{items: [...], next}`` out."""
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [
+                {"name": "after", "in": "query", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}},
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            items: {"type": "array", "items": _ref(item)},
+                            "next": {"type": ["string", "null"]},
+                        },
+                    },
+                    f"A page of {items}; pass `next` as `after` for the following page",
+                ),
+                **_ERRORS,
+            },
+        }
+    }
+
+
 _ERRORS = {
     "400": _json(_ref("Error"), "Malformed request"),
     "401": _json(_ref("Error"), "Missing or unknown API key"),
@@ -266,14 +297,7 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/messages/{message_id}": {
             "get": {
                 "summary": "A message, its open state and its hits",
-                "parameters": [
-                    {
-                        "name": "message_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
+                "parameters": _path("message_id"),
                 "responses": {
                     "200": _json(_ref("Message"), "The message"),
                     **_ERRORS,
@@ -281,96 +305,19 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
-        "/api/v1/events": {
-            "get": {
-                "summary": "All hits, oldest first, cursor-paginated",
-                "parameters": [
-                    {"name": "after", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "maximum": 1000},
-                    },
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "events": {"type": "array", "items": _ref("Event")},
-                                "next": {"type": "string"},
-                            },
-                        },
-                        "A page of events; pass `next` as `after` for the following page",
-                    ),
-                    **_ERRORS,
-                },
-            }
-        },
-        "/api/v1/bounces": {
-            "get": {
-                "summary": "Copies refused for good, in the order they bounced",
-                "parameters": [
-                    {"name": "after", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "maximum": 1000},
-                    },
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "bounces": {"type": "array", "items": _ref("Bounce")},
-                                "next": {"type": "string"},
-                            },
-                        },
-                        "A page of bounces; pass `next` as `after` for the following page",
-                    ),
-                    **_ERRORS,
-                },
-            }
-        },
-        "/api/v1/suppressions": {
-            "get": {
-                "summary": "Addresses campaigns skip (unsubscribed or bounced), by address",
-                "parameters": [
-                    {"name": "after", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "maximum": 1000},
-                    },
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "suppressions": {"type": "array", "items": _ref("Suppression")},
-                                "next": {"type": ["string", "null"]},
-                            },
-                        },
-                        "A page of suppressions; pass `next` as `after` for the following page "
-                        "(null: there is none)",
-                    ),
-                    **_ERRORS,
-                },
-            }
-        },
+        "/api/v1/events": _page("All hits, oldest first, cursor-paginated", "events", "Event"),
+        "/api/v1/bounces": _page(
+            "Copies refused for good, in the order they bounced", "bounces", "Bounce"
+        ),
+        "/api/v1/suppressions": _page(
+            "Addresses campaigns skip (unsubscribed or bounced), by address",
+            "suppressions",
+            "Suppression",
+        ),
         "/api/v1/suppressions/{address}": {
             "delete": {
                 "summary": "Lift a suppression: campaigns send to the address again",
-                "parameters": [
-                    {
-                        "name": "address",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
+                "parameters": _path("address"),
                 "responses": {
                     "204": {"description": "Lifted"},
                     **_ERRORS,
@@ -381,9 +328,7 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/campaigns/{name}/stats": {
             "get": {
                 "summary": "A campaign's statistics",
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
+                "parameters": _path("name"),
                 "responses": {
                     "200": _json(_ref("Stats"), "The campaign's figures"),
                     **_ERRORS,
@@ -394,14 +339,7 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/recipients/{address}/stats": {
             "get": {
                 "summary": "The statistics of all the messages to one recipient",
-                "parameters": [
-                    {
-                        "name": "address",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
+                "parameters": _path("address"),
                 "responses": {
                     "200": _json(_ref("Stats"), "The recipient's figures"),
                     **_ERRORS,
