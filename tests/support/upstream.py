@@ -124,6 +124,7 @@ class Upstream:
         auth: tuple[str, str] | None = None,
         reject: Iterable[str] = (),
         defer: Iterable[str] = (),
+        processes: int = 1,
     ) -> None:
         self.dir = directory / "upstream"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -135,9 +136,10 @@ class Upstream:
         self.auth = auth
         self.reject = set(reject)
         self.defer = set(defer)
+        self.processes = processes  # more than one (sharing the port) for benchmarks
         self.port = _free_port()
         self.cert, self.key = make_certificate(self.dir)
-        self.process: subprocess.Popen[str] | None = None
+        self.running: list[subprocess.Popen[str]] = []
 
     @property
     def url(self) -> str:
@@ -150,7 +152,7 @@ class Upstream:
 
     def start(self) -> Upstream:
         """Serve (again) on the same port; return once it accepts connections."""
-        if self.process is not None:
+        if self.running:
             raise RuntimeError("the upstream server is already running")
         config = {
             "port": self.port,
@@ -164,33 +166,35 @@ class Upstream:
             "reject": sorted(self.reject),
             "defer": sorted(self.defer),
         }
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, __file__, json.dumps(config)],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()  # the child says so once it listens
-        if line != READY:
-            self.stop()
-            raise RuntimeError(f"the upstream server did not start: {self.log.read_text()}")
+        for _ in range(self.processes):
+            with self.log.open("a") as log:
+                process = subprocess.Popen(
+                    [sys.executable, __file__, json.dumps(config)],
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                )
+            self.running.append(process)
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()  # the child says so once it listens
+            if line != READY:
+                self.stop()
+                raise RuntimeError(f"the upstream server did not start: {self.log.read_text()}")
         return self
 
     def stop(self) -> None:
         """Go down: new connections are refused until ``start()``."""
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        running, self.running = self.running, []
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
 
     def deliveries(self) -> list[Delivery]:
         """Everything accepted so far, in the order it was accepted."""
@@ -290,6 +294,7 @@ def _serve(config: dict[str, Any]) -> None:
             "127.0.0.1",
             config["port"],
             ssl=context if config["implicit_tls"] else None,
+            reuse_port=True,  # several processes may serve one port (benchmarks)
         )
         print(READY, flush=True)
         await stopped.wait()
