@@ -308,6 +308,11 @@ def test_a_permanent_refusal_bounces_and_suppresses_the_recipient(
     assert following == {"bounces": [], "next": page["next"]}
     assert client.get("/api/v1/bounces", headers=bob.auth).json()["bounces"] == []
     assert client.get("/api/v1/bounces?after=1", headers=alice.auth).status_code == 400
+    # Rates count delivered messages only: the bounced one is in none of them.
+    gone = client.get("/api/v1/recipients/gone@example.test/stats", headers=alice.auth).json()
+    assert gone["delivered"] == 0
+    reader = client.get(f"/api/v1/recipients/{READER}/stats", headers=alice.auth).json()
+    assert reader["delivered"] == 1
 
 
 def test_retries_follow_the_schedule_then_bounce_without_suppressing(

@@ -285,6 +285,10 @@ class Scope(NamedTuple):
 # protection fetched its pixel; outlook/thunderbird: a human open by a client that blocks images.
 _PER_MESSAGE = (
     "SELECT {key} AS grp, m.id, "
+    # Delivered: registered through the API, or accepted by the upstream server. A copy still
+    # queued, or bounced, is in no rate's denominator (it cannot have been opened either).
+    "CASE WHEN EXISTS (SELECT 1 FROM outbound o WHERE o.message_id = m.id "
+    "AND o.state <> 'sent') THEN 0 ELSE 1 END AS delivered, "
     "MAX(CASE WHEN h.kind = 'open' THEN 1 ELSE 0 END) AS fetched, "
     "MAX(CASE WHEN h.kind = 'open' AND h.verdict = 'human' THEN 1 ELSE 0 END) AS opened, "
     "MAX(CASE WHEN h.kind = 'click' AND h.verdict = 'human' THEN 1 ELSE 0 END) AS clicked, "
@@ -297,7 +301,7 @@ _PER_MESSAGE = (
     "LEFT JOIN hits h ON h.message_id = m.id WHERE {where} GROUP BY m.id{group}"
 )
 _SEEN = (
-    "SELECT grp, COUNT(*), SUM(fetched), SUM(opened), SUM(clicked), "
+    "SELECT grp, SUM(delivered), SUM(fetched), SUM(opened), SUM(clicked), "
     "SUM(CASE WHEN opened = 1 OR clicked = 1 THEN 1 ELSE 0 END), "
     "SUM(mpp), SUM(CASE WHEN mpp = 1 AND (opened = 1 OR clicked = 1) THEN 1 ELSE 0 END), "
     "SUM(CASE WHEN mpp = 0 THEN opened ELSE 0 END), "
