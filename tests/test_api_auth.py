@@ -19,6 +19,8 @@ from tests.conftest import Persona, path_of, send
         ("GET", "/api/v1/campaigns/x/stats"),
         ("GET", "/api/v1/recipients/reader@example.test/stats"),
         ("POST", "/api/v1/self-mark"),
+        ("GET", "/api/v1/settings"),
+        ("PUT", "/api/v1/settings"),
         ("GET", "/api/v1/suppressions"),
         ("DELETE", "/api/v1/suppressions/reader@example.test"),
     ],
@@ -81,6 +83,7 @@ def test_the_openapi_document_is_public_and_names_every_route(client: TestClient
         "/api/v1/campaigns/{name}/stats",
         "/api/v1/recipients/{address}/stats",
         "/api/v1/self-mark",
+        "/api/v1/settings",
         "/api/v1/suppressions",
         "/api/v1/suppressions/{address}",
     }
@@ -103,3 +106,20 @@ def test_a_browser_mark_is_the_users_own(client: TestClient, alice: Persona, bob
     client.get(path_of(message["pixel_url"]), headers={"User-Agent": "Thunderbird/115.5.0"})
     found = client.get(f"/api/v1/messages/{message['id']}", headers=alice.auth).json()
     assert found["hits"][0]["verdict"] == "human"
+
+
+def test_settings_are_each_users_own(client: TestClient, alice: Persona, bob: Persona) -> None:
+    assert client.get("/api/v1/settings", headers=alice.auth).json() == {"track_default": False}
+    changed = client.put("/api/v1/settings", json={"track_default": True}, headers=alice.auth)
+    assert changed.json() == {"track_default": True}
+    assert client.get("/api/v1/settings", headers=alice.auth).json() == {"track_default": True}
+    assert client.get("/api/v1/settings", headers=bob.auth).json() == {"track_default": False}
+
+
+@pytest.mark.parametrize("body", [{}, {"track_default": "yes"}, {"track_default": True, "x": 1}])
+def test_a_wrong_setting_is_refused_and_says_what_is_expected(
+    client: TestClient, alice: Persona, body: dict[str, object]
+) -> None:
+    answer = client.put("/api/v1/settings", json=body, headers=alice.auth)
+    assert answer.status_code == 422
+    assert "track_default" in answer.json()["error"]

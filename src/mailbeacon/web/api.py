@@ -237,6 +237,21 @@ async def self_mark(request: Request, user_id: int) -> Response:
     return JSONResponse({"url": url}, status_code=201)
 
 
+async def get_settings(request: Request, user_id: int) -> Response:
+    on = await _services(request).read(queries.track_default, user_id)
+    return JSONResponse({"track_default": on})
+
+
+async def put_settings(request: Request, user_id: int) -> Response:
+    """The user's own settings; for now whether mail through the relay is tracked by default."""
+    data = await _json_body(request)
+    on = data.get("track_default")
+    if not isinstance(on, bool) or set(data) != {"track_default"}:
+        raise ApiError(422, 'expected {"track_default": true or false}')
+    await _services(request).writer.run(queries.set_track_default, user_id, on)
+    return JSONResponse({"track_default": on})
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(OPENAPI)
 
@@ -251,5 +266,7 @@ ROUTES = [
     Route("/api/v1/self-mark", authenticated(self_mark), methods=["POST"]),
     Route("/api/v1/suppressions", authenticated(list_suppressions), methods=["GET"]),
     Route("/api/v1/suppressions/{address}", authenticated(lift_suppression), methods=["DELETE"]),
+    Route("/api/v1/settings", authenticated(get_settings), methods=["GET"]),
+    Route("/api/v1/settings", authenticated(put_settings), methods=["PUT"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]

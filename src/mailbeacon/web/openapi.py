@@ -61,6 +61,17 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
+            "Settings": {
+                "type": "object",
+                "required": ["track_default"],
+                "properties": {
+                    "track_default": {
+                        "type": "boolean",
+                        "description": "Track mail sent through the relay without an "
+                        "X-Mailbeacon-Track header.",
+                    }
+                },
+            },
             "Error": {
                 "type": "object",
                 "properties": {"error": {"type": "string"}},
@@ -346,6 +357,24 @@ OPENAPI: dict[str, Any] = {
                     "404": _json(_ref("Error"), "No messages to this recipient"),
                 },
             }
+        },
+        "/api/v1/settings": {
+            "get": {
+                "summary": "Your settings",
+                "responses": {"200": _json(_ref("Settings"), "Your settings"), **_ERRORS},
+            },
+            "put": {
+                "summary": "Change your settings",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("Settings")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Settings"), "Your settings, changed"),
+                    **_ERRORS,
+                    "422": _json(_ref("Error"), "Invalid field"),
+                },
+            },
         },
         "/api/v1/self-mark": {
             "post": {
