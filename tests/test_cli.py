@@ -1,10 +1,12 @@
 import json
 from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from mailbeacon.cli import app
+from mailbeacon.cli.common import console
 from tests.conftest import Persona, path_of, send
 
 runner = CliRunner()
@@ -79,3 +81,9 @@ def test_stats_for_an_unknown_campaign_says_so(alice: Persona, env: dict[str, st
     result = runner.invoke(app, ["stats", "--campaign", "nope", "--user", alice.email], env=env)
     assert result.exit_code == 1
     assert "no messages in campaign 'nope'" in result.output
+
+
+def test_printed_text_keeps_what_looks_like_emoji_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    """A certificate fingerprint is hex pairs between colons: ":AB:" must not become an emoji."""
+    console.print("SHA-256 F1:AB:B1:93 :x:", highlight=False)
+    assert "F1:AB:B1:93 :x:" in capsys.readouterr().out

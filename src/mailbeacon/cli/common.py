@@ -18,8 +18,9 @@ from mailbeacon.store.db import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+# No emoji codes: a fingerprint's ":AB:" or a subject's ":x:" is printed as it is.
+console = Console(soft_wrap=True, emoji=False)
+errors = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def fail(message: str) -> typer.Exit:
