@@ -3,6 +3,7 @@
 import json
 import re
 import signal
+import socket
 import stat
 import urllib.request
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from mailbeacon.cli import app
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, free_port
 
 
 def call(url: str, key: str | None = None, body: dict[str, object] | None = None) -> bytes:
@@ -79,3 +80,18 @@ def test_a_rotated_secret_keeps_old_tokens_working(tmp_path: Path) -> None:
         assert found["counts"]["all_opens"] == 1
     finally:
         server.kill(signal.SIGTERM)
+
+
+def test_a_taken_address_stops_the_start_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for flags in (
+            ["--listen", f"127.0.0.1:{port}"],
+            ["--listen", f"127.0.0.1:{free_port()}", "--smtp-listen", f"127.0.0.1:{port}"],
+        ):
+            result = CliRunner().invoke(app, ["serve", "--data", str(tmp_path / "data"), *flags])
+            assert result.exit_code == 1
+            assert f"127.0.0.1:{port}" in result.output
+            assert "in use" in result.output

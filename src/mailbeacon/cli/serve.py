@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from mailbeacon import accounts
-from mailbeacon.cli.common import console, open_db, with_settings
+from mailbeacon.cli.common import console, fail, open_db, with_settings
 from mailbeacon.relay import tls
 from mailbeacon.settings import Settings
 from mailbeacon.store import queries
@@ -16,6 +17,22 @@ from mailbeacon.web.services import Services
 FIRST_ADMIN = "admin@localhost"
 
 
+def _can_listen(what: str, host: str, port: int) -> None:
+    """Refuse to start, saying why, when an address is taken: found later, inside the server,
+    it would end in a page of tracebacks."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            flag = "--listen" if what == "HTTP" else "--smtp-listen"
+            raise fail(
+                f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc} "
+                f"(another server? choose another address with {flag})"
+            ) from exc
+
+
 @with_settings
 def serve(*, settings: Settings) -> None:
     """Serve the tracking routes and the API.
@@ -23,6 +40,9 @@ def serve(*, settings: Settings) -> None:
     The first start creates an admin user and prints its API key.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _can_listen("HTTP", settings.host, settings.port)
+    if settings.smtp_listen is not None:
+        _can_listen("SMTP", *settings.smtp_listen)
     with open_db(settings) as db:
         dialect = db.dialect
         if db.read(queries.count_users) == 0:

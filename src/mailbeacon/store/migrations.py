@@ -163,4 +163,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    Migration(
+        4,
+        "bounces by user",
+        """
+        -- GET /api/v1/bounces pages through a user's bounces in the order they happened.
+        CREATE INDEX outbound_bounced ON outbound (user_id, next_attempt_at, id)
+            WHERE state = 'bounced'
+        """,
+    ),
 )
