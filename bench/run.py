@@ -60,6 +60,7 @@ def _env_int(name: str, default: int) -> int:
 THREADS = 2
 CONNECTIONS = 64
 SECONDS = _env_int("BENCH_SECONDS", 10)
+UPSTREAM = os.environ.get("BENCH_UPSTREAM", "")  # an smtp:// URL; default: the tests' server
 WARMUP_SECONDS = 2
 ROUNDS = _env_int("BENCH_ROUNDS", 3)
 REPLAY_LINES = _env_int("BENCH_REPLAY_LINES", 200_000)
@@ -722,11 +723,12 @@ def campaign(procs: Processes, data: Path, recipients: int) -> Campaign:
         raise BenchError(f"`mailbeacon send` failed ({done.returncode}): {done.stderr}") from exc
     db = _sqlite(data)
     # Two processes: one would take at most ~160 copies of 158 KB a second here, less than
-    # what is being measured.
-    with UpstreamServer(data, processes=2) as upstream:
+    # what is being measured. BENCH_UPSTREAM names another server instead (a local Postfix).
+    with contextlib.ExitStack() as stack:
+        url = UPSTREAM or stack.enter_context(UpstreamServer(data, processes=2)).url
         port = free_port()
         log = data / "serve-upstream.log"
-        serve = [*MAILBEACON, "serve", "--listen", f"127.0.0.1:{port}", "--upstream", upstream.url]
+        serve = [*MAILBEACON, "serve", "--listen", f"127.0.0.1:{port}", "--upstream", url]
         started = time.monotonic()
         child = procs.start([*serve, *_flags(data, None)], log)
         try:
@@ -767,8 +769,13 @@ def campaign_report(run: Campaign) -> list[str]:
         f"{CAMPAIGN_LINKS} links (150 distinct) and a personal greeting to {run.recipients:,} "
         "recipients on SQLite, timed as a whole command (start-up included): each copy is "
         "rendered, instrumented (pixel, tracked links), composed, registered and queued. Then "
-        "`mailbeacon serve` with `--upstream` at a loopback aiosmtpd server that writes each "
-        "message to a Maildir, timed from its start to the last copy accepted. "
+        "`mailbeacon serve` with `--upstream` at "
+        + (
+            f"`{UPSTREAM}` (`BENCH_UPSTREAM`)"
+            if UPSTREAM
+            else "a loopback aiosmtpd server (two processes) that writes each message to a Maildir"
+        )
+        + ", timed from its start to the last copy accepted. "
         f"Target: ≥ {TARGET_CAMPAIGN_RATE} messages/s.",
         "",
         *_table(["step", "messages", "wall clock", "messages/s"], rows),
