@@ -94,6 +94,8 @@ class Deliverer:
         self.timeout = timeout
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
+        self._accepted: list[tuple[int, int]] = []  # (copy, when) accepted, not yet recorded
+        self._recording: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -132,6 +134,8 @@ class Deliverer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._recording is not None:  # what was accepted is written before the writer stops
+            await self._recording
 
     async def _run(self) -> None:
         if self.upstream is None:
@@ -188,6 +192,8 @@ class Deliverer:
             for _ in senders:
                 await due.put(None)
             await asyncio.gather(*senders)
+            if self._recording is not None:  # the round ends once its outcomes are written
+                await self._recording
         finally:
             for task in senders:  # cancelled (stop): what was in flight comes back after its lease
                 task.cancel()
@@ -231,11 +237,29 @@ class Deliverer:
         except Exception:
             log.exception("could not record the outcome of copy %d; it is tried again", copy.id)
 
+    async def _record_sent(self) -> None:
+        """Acceptances are written together: one transaction for all those that came while the
+        previous one committed (a commit a copy was a quarter of delivery's CPU, measured with
+        py-spy against a local Postfix). One lost in a crash before it is written is sent again
+        after its lease, like any copy whose acceptance was not recorded."""
+        try:
+            while self._accepted:
+                accepted, self._accepted = self._accepted, []
+                try:
+                    await self.writer.run(queries.mark_all_sent, accepted)
+                except Exception:
+                    log.exception("could not record %d sent copies; they are sent again later",
+                                  len(accepted))  # fmt: skip
+        finally:
+            self._recording = None
+
     async def _record(self, copy: queries.Queued, outcome: Outcome) -> None:
         now = self.clock()
         match outcome:
             case Accepted(at=at):
-                await self.writer.run(queries.mark_sent, copy.id, at=at)
+                self._accepted.append((copy.id, at))
+                if self._recording is None:
+                    self._recording = asyncio.get_running_loop().create_task(self._record_sent())
             case Refused(error=error, recipient=recipient):
                 log.warning("copy %d to %s bounced: %s", copy.id, copy.rcpt_to, error)
                 await self.writer.run(

@@ -491,6 +491,12 @@ def mark_sent(conn: Conn, outbound_id: int, *, at: int) -> None:
         conn.execute("UPDATE messages SET sent_at = ? WHERE id = ?", (at, row[0]))
 
 
+def mark_all_sent(conn: Conn, accepted: Sequence[tuple[int, int]]) -> None:
+    """``mark_sent`` for (outbound id, accepted at) pairs, in one transaction."""
+    for outbound_id, at in accepted:
+        mark_sent(conn, outbound_id, at=at)
+
+
 def mark_deferred(conn: Conn, outbound_id: int, *, error: str, retry_at: int) -> None:
     conn.execute(
         "UPDATE outbound SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
