@@ -84,3 +84,7 @@ def test_no_string_verifies_by_chance(token: str) -> None:
     signer = Signer([SECRET])
     assert signer.verify("o", token) is None
     assert signer.verify("c", token) is None
+
+
+def test_no_message_id_starts_like_a_command_line_option() -> None:
+    assert not any(new_message_id().startswith("-") for _ in range(5000))

@@ -39,8 +39,11 @@ _SHAPE = {"o": (39, 0b11), "c": (42, 0b1111), "u": (39, 0b11)}
 
 
 def new_message_id() -> str:
-    """A fresh message id: 16 URL-safe characters."""
-    return _b64encode(secrets.token_bytes(MESSAGE_ID_BYTES))
+    """A fresh message id: 16 URL-safe characters, never starting with "-" (a command line
+    would take ``mailbeacon explain -v…`` for an option); 95.3 bits of randomness instead of 96."""
+    while (message_id := _b64encode(secrets.token_bytes(MESSAGE_ID_BYTES))).startswith("-"):
+        pass
+    return message_id
 
 
 def _b64encode(raw: bytes) -> str:
