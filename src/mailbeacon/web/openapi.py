@@ -20,6 +20,21 @@ def _path(name: str) -> list[dict[str, Any]]:
     return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
+def _read(summary: str, param: str, schema: str, found: str, missing: str) -> dict[str, Any]:
+    """A GET of one thing named in the path: it, or 404."""
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": _path(param),
+            "responses": {
+                "200": _json(_ref(schema), found),
+                **_ERRORS,
+                "404": _json(_ref("Error"), missing),
+            },
+        }
+    }
+
+
 def _page(summary: str, items: str, item: str) -> dict[str, Any]:
     """A cursor-paginated list: ``after`` and ``limit`` in, ``{items: [...], next}`` out."""
     return {
@@ -305,17 +320,13 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
-        "/api/v1/messages/{message_id}": {
-            "get": {
-                "summary": "A message, its open state and its hits",
-                "parameters": _path("message_id"),
-                "responses": {
-                    "200": _json(_ref("Message"), "The message"),
-                    **_ERRORS,
-                    "404": _json(_ref("Error"), "No such message"),
-                },
-            }
-        },
+        "/api/v1/messages/{message_id}": _read(
+            "A message, its open state and its hits",
+            "message_id",
+            "Message",
+            "The message",
+            "No such message",
+        ),
         "/api/v1/events": _page("All hits, oldest first, cursor-paginated", "events", "Event"),
         "/api/v1/bounces": _page(
             "Copies refused for good, in the order they bounced", "bounces", "Bounce"
@@ -336,28 +347,20 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
-        "/api/v1/campaigns/{name}/stats": {
-            "get": {
-                "summary": "A campaign's statistics",
-                "parameters": _path("name"),
-                "responses": {
-                    "200": _json(_ref("Stats"), "The campaign's figures"),
-                    **_ERRORS,
-                    "404": _json(_ref("Error"), "No messages in this campaign"),
-                },
-            }
-        },
-        "/api/v1/recipients/{address}/stats": {
-            "get": {
-                "summary": "The statistics of all the messages to one recipient",
-                "parameters": _path("address"),
-                "responses": {
-                    "200": _json(_ref("Stats"), "The recipient's figures"),
-                    **_ERRORS,
-                    "404": _json(_ref("Error"), "No messages to this recipient"),
-                },
-            }
-        },
+        "/api/v1/campaigns/{name}/stats": _read(
+            "A campaign's statistics",
+            "name",
+            "Stats",
+            "The campaign's figures",
+            "No messages in this campaign",
+        ),
+        "/api/v1/recipients/{address}/stats": _read(
+            "The statistics of all the messages to one recipient",
+            "address",
+            "Stats",
+            "The recipient's figures",
+            "No messages to this recipient",
+        ),
         "/api/v1/settings": {
             "get": {
                 "summary": "Your settings",
