@@ -16,15 +16,18 @@ from typing import Any
 
 import dkim
 import pytest
+from aiosmtplib.protocol import normalize_message_line_endings
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from mailbeacon import reports
 from mailbeacon.accounts import now_us
 from mailbeacon.relay.deliverer import BACKOFF, JITTER, SECOND, Deliverer, retry_delay
 from mailbeacon.relay.queue import Outgoing, enqueue
-from mailbeacon.relay.upstream import Dkim, Upstream
+from mailbeacon.relay.upstream import Dkim, Upstream, _wire_size
 from mailbeacon.settings import Settings
 from mailbeacon.store import queries
 from mailbeacon.store.db import Database
@@ -344,6 +347,11 @@ def test_the_jitter_spreads_copies_deferred_together() -> None:
     delays = {retry_delay(1, BACKOFF, rng) for _ in range(20)}
     assert len(delays) == 20
     assert retry_delay(len(BACKOFF) + 1, BACKOFF, rng) is None
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"."]), max_size=12).map(b"".join))
+def test_the_size_announced_is_the_size_data_sends(data: bytes) -> None:
+    assert _wire_size(data) == len(normalize_message_line_endings(data))
 
 
 def test_a_claimed_copy_is_not_claimed_again_until_its_lease_ends(
