@@ -35,6 +35,7 @@ from mailbeacon.store.writer import Writer
 from mailbeacon.web.app import App
 from mailbeacon.web.services import Services
 from tests.conftest import PEER, Persona
+from tests.support.rows import row_of
 from tests.support.upstream import Upstream as UpstreamServer
 
 READER = "reader@example.test"
@@ -94,17 +95,8 @@ def queue(
 
 
 def copy_of(db: Database, queue_id: int) -> dict[str, Any]:
-    row = db.read(
-        lambda conn: conn.one(
-            "SELECT state, attempts, next_attempt_at, sent_at, last_error FROM outbound "
-            "WHERE id = ?",
-            (queue_id,),
-        )
-    )
-    assert row is not None
-    return dict(
-        zip(("state", "attempts", "next_attempt_at", "sent_at", "last_error"), row, strict=True)
-    )
+    columns = "state, attempts, next_attempt_at, sent_at, last_error"
+    return row_of(db, "FROM outbound WHERE id = ?", (queue_id,), columns)
 
 
 def suppressed(db: Database, persona: Persona) -> dict[str, str]:

@@ -67,10 +67,24 @@ def test_it_reads_the_apple_egress_settings(tmp_path: Path) -> None:
 def test_it_refuses_a_bad_apple_egress_refresh_or_a_missing_egress_file(tmp_path: Path) -> None:
     base = {"data": str(tmp_path), "secret": "e" * 40}
     for hours in ("daily", "-1", "nan", "inf", ""):
-        with pytest.raises(SettingsError, match="must be a number of hours"):
+        with pytest.raises(SettingsError, match="--apple-egress-refresh must be a number of hours"):
             Settings.load({**base, "apple_egress_refresh": hours}, environ={})
+        with pytest.raises(SettingsError, match="--settle-seconds must be a number of seconds"):
+            Settings.load({**base, "settle_seconds": hours}, environ={})
     with pytest.raises(SettingsError, match="--apple-egress: no file"):
         Settings.load({**base, "apple_egress": str(tmp_path / "missing.csv")}, environ={})
+
+
+def test_alerts_come_from_the_tracking_domain_unless_told(tmp_path: Path) -> None:
+    base = {"data": str(tmp_path), "secret": "e" * 40}
+    named = Settings.load({**base, "public_url": "https://t.example.com"}, environ={})
+    assert named.alerts_from == "mailbeacon <mailbeacon@t.example.com>"
+    assert Settings.load(base, environ={}).alerts_from == "mailbeacon <mailbeacon@localhost>"
+    chosen = Settings.load({**base, "alerts_from": "Alerts <a@example.com>"}, environ={})
+    assert chosen.alerts_from == "Alerts <a@example.com>"
+    for bad in ("nobody", "a@example.com\r\nBcc: x@example.com"):
+        with pytest.raises(SettingsError, match="--alerts-from must be an email address"):
+            Settings.load({**base, "alerts_from": bad}, environ={})
 
 
 def test_rotation_puts_a_new_secret_first_and_keeps_the_old(tmp_path: Path) -> None:

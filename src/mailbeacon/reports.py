@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailbeacon.stats.estimate import ASSUMPTIONS, Seen, estimate
-from mailbeacon.store import queries
+from mailbeacon.store import notify, queries
 from mailbeacon.store.db import Conn, Row
 
 
@@ -74,6 +74,7 @@ def message(conn: Conn, user_id: int, message_id: str) -> dict[str, Any] | None:
         "opened": state in ("opened", "inferred"),
         "state": state,
         "unsubscribed": queries.unsubscribed_by(conn, id_),
+        "alerts_muted": notify.muted(conn, id_),
         "counts": {
             "opens": verdicts["open:human"],
             "clicks": verdicts["click:human"],

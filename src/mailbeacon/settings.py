@@ -13,6 +13,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ class Setting:
     name: str
     default: str
     help: str
+    switch: bool = False  # a flag without a value; the variable takes 1 or 0
 
     @property
     def env(self) -> str:
@@ -107,6 +109,25 @@ SETTINGS: tuple[Setting, ...] = (
         "A TOML file of your own signatures (the tables of the built-in signatures.toml), "
         "added to the built-in ones: e.g. your data centres' or scanners' networks.",
     ),
+    Setting(
+        "settle_seconds",
+        "60",
+        "A hit within this many seconds of sending notifies only this long after it arrived, "
+        "once a security gateway's link sweep could have unmasked it; later hits notify at once.",
+    ),
+    Setting(
+        "alerts_from",
+        "",
+        "The From address of alert emails to senders; default: mailbeacon@ the host of "
+        "--public-url.",
+    ),
+    Setting(
+        "allow_private_webhooks",
+        "",
+        "Send webhooks to loopback, private and link-local addresses too (a server on a "
+        "private network); by default they are refused.",
+        switch=True,
+    ),
 )
 
 
@@ -129,10 +150,8 @@ def _parse_networks(
     return tuple(networks)
 
 
-def _parse_refresh_hours(value: str) -> float:
-    problem = SettingsError(
-        f"--apple-egress-refresh must be a number of hours (0 turns refreshing off), got {value!r}"
-    )
+def _parse_number(value: str, flag: str, unit: str) -> float:
+    problem = SettingsError(f"{flag} must be a number of {unit}, got {value!r}")
     try:
         hours = float(value)
     except ValueError as exc:
@@ -180,6 +199,32 @@ def _parse_dkim(key: str, selector: str, domain: str) -> Dkim | None:
         raise SettingsError(f"--dkim-key: {exc}") from None
 
 
+def _parse_alerts_from(value: str, public_url: str) -> str:
+    if not value.strip():
+        host = urlsplit(public_url).hostname or "localhost"
+        return f"mailbeacon <mailbeacon@{'localhost' if _is_address(host) else host}>"
+    _, address = parseaddr(value)
+    if "@" not in address or any(c in value for c in "\r\n"):
+        raise SettingsError(f"--alerts-from must be an email address, got {value!r}")
+    return value.strip()
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_switch(value: str, flag: str) -> bool:
+    """On for a flag given (``True``) or a variable of 1, true, yes or on; off when empty."""
+    on, off = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+    if value.strip().lower() not in on + off:
+        raise SettingsError(f"{flag} is on or off (1 or 0), got {value!r}")
+    return value.strip().lower() in on
+
+
 def _parse_file(value: str, flag: str, remedy: str) -> Path | None:
     if not value:
         return None
@@ -206,6 +251,9 @@ class Settings:
     apple_egress: Path | None
     apple_egress_refresh: float  # hours
     signatures: Path | None
+    settle_seconds: float
+    alerts_from: str
+    allow_private_webhooks: bool
     secrets: tuple[str, ...] = field(repr=False)
 
     @classmethod
@@ -267,7 +315,14 @@ class Settings:
             signatures=_parse_file(
                 raw["signatures"], "--signatures", "leave it empty for the built-in ones only"
             ),
-            apple_egress_refresh=_parse_refresh_hours(raw["apple_egress_refresh"]),
+            apple_egress_refresh=_parse_number(
+                raw["apple_egress_refresh"], "--apple-egress-refresh", "hours (0: never)"
+            ),
+            settle_seconds=_parse_number(raw["settle_seconds"], "--settle-seconds", "seconds"),
+            alerts_from=_parse_alerts_from(raw["alerts_from"], public_url),
+            allow_private_webhooks=_parse_switch(
+                raw["allow_private_webhooks"], "--allow-private-webhooks"
+            ),
             secrets=(*keyring, *previous),
         )
 

@@ -64,12 +64,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key (PEM files)."""
+def make_certificate(
+    directory: Path, hosts: Iterable[str] = ("localhost", "127.0.0.1")
+) -> tuple[Path, Path]:
+    """A self-signed certificate for ``hosts`` (names or addresses), and its key (PEM files)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
     public = key.public_key()
     cert = (
         x509.CertificateBuilder()

@@ -19,18 +19,18 @@ beside it) never disagree.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import anyio.to_thread
 
 from mailbeacon.accounts import now_us
+from mailbeacon.background import Background
 from mailbeacon.classify.rules import SECOND
 from mailbeacon.classify.signatures import builtin
 from mailbeacon.store import queries
@@ -181,31 +181,21 @@ def settle_all(db: Database, now: int) -> int:
     return revised
 
 
-class Settler:
+class Settler(Background):
     """Settles in the background of ``serve``, shortly after clicks arrive (a sweep takes
-    under a second; waiting a little more lets it finish before it is judged)."""
+    under a second; waiting a little more lets it finish before it is judged). ``settled`` is
+    called after each settling (the clicks are then due to notify)."""
 
     def __init__(self, db: Database, writer: Writer, delay: float = 1.5) -> None:
         self.db = db
         self.writer = writer
         self.delay = delay
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.settled: Callable[[], None] = lambda: None
+        super().__init__()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        self.poke()  # what an earlier run left unsettled
-
-    def poke(self) -> None:
-        """A click was stored."""
-        self._wake.set()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        super().start()
+        self.poke()  # what an earlier run left unsettled (it is poked when a click is stored)
 
     async def _run(self) -> None:
         while True:
@@ -214,6 +204,7 @@ class Settler:
             self._wake.clear()
             try:
                 await self.settle()
+                self.settled()
             except Exception:
                 log.exception("settling failed; it is tried again with the next click")
 

@@ -14,6 +14,8 @@ from mailbeacon.cli import (
     signatures,
     stats,
     users,
+    watch,
+    webhooks,
 )
 
 app = typer.Typer(
@@ -29,8 +31,10 @@ app.command("send")(send.send)
 app.command("replay")(replay.replay)
 app.command("stats")(stats.stats)
 app.command("explain")(explain.explain)
+app.command("watch")(watch.watch)
 app.add_typer(secret.app, name="secret")
 app.add_typer(signatures.app, name="signatures")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 def main() -> None:

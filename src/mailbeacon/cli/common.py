@@ -40,7 +40,7 @@ def with_settings(command: F) -> F:
             s.name,
             inspect.Parameter.KEYWORD_ONLY,
             default=typer.Option(None, s.flag, help=f"{s.help} [env: {s.env}]", show_default=False),
-            annotation=str | None,
+            annotation=bool | None if s.switch else str | None,  # a switch: True, or not given
         )
         for s in SETTINGS
     ]

@@ -23,7 +23,6 @@ process, retries coming due).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
@@ -32,11 +31,13 @@ from collections.abc import Callable, Sequence
 import anyio.to_thread
 
 from mailbeacon.accounts import now_us
+from mailbeacon.notify import events
 from mailbeacon.relay import upstream as smtp
 from mailbeacon.relay.upstream import Accepted, Deferred, Dkim, Outcome, Refused, Upstream
 from mailbeacon.store import queries
-from mailbeacon.store.db import Database
+from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.writer import Writer
+from mailbeacon.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,14 @@ def retry_delay(attempts: int, backoff: Sequence[float], rng: random.Random) -> 
     return backoff[attempts - 1] * rng.uniform(1 - JITTER, 1 + JITTER)
 
 
-class Deliverer:
+def bounce(conn: Conn, outbound_id: int, *, error: str, at: int, suppress: bool) -> None:
+    """Record a bounce, and publish it (``email.bounced``) in the same transaction."""
+    copy = queries.mark_bounced(conn, outbound_id, error=error, at=at, suppress=suppress)
+    if copy is not None:
+        events.bounced(conn, *copy, error, now=at)
+
+
+class Deliverer(Worker):
     """Sends the outbound queue upstream, in the background of ``serve`` (``start``/``stop``,
     ``poke`` when copies were queued) or until nothing is due (``deliver_due``)."""
 
@@ -81,59 +89,18 @@ class Deliverer:
         clock: Callable[[], int] = now_us,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__(concurrency=concurrency, poll=poll, lease=lease, backoff=backoff,
+                         timeout=timeout, clock=clock, rng=rng)  # fmt: skip
         self.db = db
         self.writer = writer
         self.upstream = upstream
         self.dkim = dkim
         self.helo = helo
         self.tls = tls  # None: the system's authorities (see upstream.tls_context)
-        self.concurrency = concurrency
-        self.poll = poll
-        self.lease = lease
-        self.backoff = tuple(backoff)
-        self.timeout = timeout
-        self.clock = clock
-        self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
         self._accepted: list[tuple[int, int]] = []  # (copy, when) accepted, not yet recorded
         self._recording: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = False
-        self._task = self._loop.create_task(self._run())
-
-    def poke(self) -> None:
-        """Copies were queued: look now. Safe from any thread (the SMTP relay's included)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return  # not started: starting looks at the queue anyway
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._wake.set()
-        else:
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def stop(self, grace: float = 10.0) -> None:
-        """Claim nothing more; let the copies in flight finish for up to ``grace`` seconds, then
-        cancel them (they are sent again after their lease)."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), grace)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def _finish(self) -> None:
         if self._recording is not None:  # what was accepted is written before the writer stops
             await self._recording
 
@@ -142,12 +109,7 @@ class Deliverer:
             await self._warn_when_mail_waits()
             return
         log.info("delivering queued mail through %s", self.upstream)
-        while not self._stopping:
-            self._wake.clear()
-            await self.deliver_due()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll):
-                    await self._wake.wait()
+        await super()._run()
 
     async def _warn_when_mail_waits(self) -> None:
         """Without an upstream, mail stays queued: say so once, when there is some."""
@@ -165,9 +127,7 @@ class Deliverer:
                     waiting,
                 )
                 return
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll):
-                    await self._wake.wait()
+            await self._sleep()
 
     async def deliver_due(self) -> int:
         """Send every copy due now, until none is due and none in flight; the number of
@@ -262,17 +222,13 @@ class Deliverer:
                     self._recording = asyncio.get_running_loop().create_task(self._record_sent())
             case Refused(error=error, recipient=recipient):
                 log.warning("copy %d to %s bounced: %s", copy.id, copy.rcpt_to, error)
-                await self.writer.run(
-                    queries.mark_bounced, copy.id, error=error, at=now, suppress=recipient
-                )
+                await self.writer.run(bounce, copy.id, error=error, at=now, suppress=recipient)
             case Deferred(error=error):
                 delay = retry_delay(copy.attempts + 1, self.backoff, self.rng)
                 if delay is None:
                     error = f"gave up after {copy.attempts + 1} attempts: {error}"
                     log.warning("copy %d to %s bounced: %s", copy.id, copy.rcpt_to, error)
-                    await self.writer.run(
-                        queries.mark_bounced, copy.id, error=error, at=now, suppress=False
-                    )
+                    await self.writer.run(bounce, copy.id, error=error, at=now, suppress=False)
                     return
                 log.info("copy %d to %s deferred (%s); next attempt in %.0f s",
                          copy.id, copy.rcpt_to, error, delay)  # fmt: skip

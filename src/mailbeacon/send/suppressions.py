@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mailbeacon.notify import events
 from mailbeacon.reports import iso
 from mailbeacon.store import queries
 from mailbeacon.store.db import Conn
@@ -45,8 +46,10 @@ def unsubscribe(conn: Conn, message_id: str, *, now: int) -> Subscriber | None:
     found = queries.unsubscribe_target(conn, message_id)
     if found is None:
         return None
-    user_id, address, sender, _ = found
+    user_id, address, sender, reason = found
     queries.add_suppression(conn, user_id, address, UNSUBSCRIBED, message_id, now=now)
+    if reason is None:  # told once, however often the link is used
+        events.unsubscribed(conn, user_id, address, message_id, now=now)
     return Subscriber(address, sender, True)
 
 

@@ -172,4 +172,75 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE state = 'bounced'
         """,
     ),
+    Migration(
+        5,
+        "notifications",
+        """
+        -- alerts: first | every | digest | off (notify.alerts)
+        ALTER TABLE users ADD COLUMN alerts TEXT NOT NULL DEFAULT 'first';
+        ALTER TABLE messages ADD COLUMN muted BOOLEAN NOT NULL DEFAULT FALSE;  -- no alerts
+        -- The outbox of hits: the hits that may notify, written in the hit's own transaction.
+        -- The notifier turns each into events once its verdict has settled, then deletes it.
+        CREATE TABLE hit_outbox (
+            hit_id BIGINT PRIMARY KEY,
+            user_id BIGINT NOT NULL,
+            due_at BIGINT NOT NULL           -- held until then: see notify.notifier
+        );
+        CREATE INDEX hit_outbox_due ON hit_outbox (due_at);
+        CREATE TABLE webhooks (
+            id TEXT PRIMARY KEY,             -- 'wh_' + random
+            user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            url TEXT NOT NULL,
+            events TEXT NOT NULL,            -- JSON list of event types
+            raw_hits BOOLEAN NOT NULL,       -- subscribes to email.hit: every hit is in the outbox
+            secrets TEXT NOT NULL,           -- JSON list of whsec_ secrets, the newest first
+            enabled BOOLEAN NOT NULL DEFAULT TRUE,
+            disabled_reason TEXT,
+            failing_since BIGINT,            -- the first failure since the last success
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX webhooks_by_user ON webhooks (user_id);
+        -- Published events, in the order they were published (the stream's Last-Event-ID).
+        CREATE TABLE events (
+            id {id},
+            public_id TEXT NOT NULL UNIQUE,  -- webhook-id: 'msg_' + random
+            user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            type TEXT NOT NULL,
+            message_id TEXT,
+            created_at BIGINT NOT NULL,      -- the payload's timestamp
+            data TEXT NOT NULL               -- JSON: the payload's data
+        );
+        CREATE INDEX events_by_user ON events (user_id, id);
+        CREATE INDEX events_by_message ON events (message_id, type);
+        -- One event to one endpoint, until it answers 2xx or its retries run out.
+        CREATE TABLE deliveries (
+            id {id},
+            webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+            event_id BIGINT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+            state TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | failed
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at BIGINT NOT NULL,
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+        -- The delivery log: every attempt with what the endpoint answered.
+        CREATE TABLE delivery_attempts (
+            id {id},
+            delivery_id BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+            at BIGINT NOT NULL,
+            status INTEGER,                  -- the HTTP status, NULL when there was no answer
+            error TEXT,
+            duration_us BIGINT NOT NULL
+        );
+        CREATE INDEX delivery_attempts_by_webhook ON delivery_attempts (webhook_id, id);
+        -- Opens waiting for their user's hourly digest.
+        CREATE TABLE alert_digest (
+            event_id BIGINT PRIMARY KEY REFERENCES events (id) ON DELETE CASCADE,
+            user_id BIGINT NOT NULL,
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX alert_digest_by_user ON alert_digest (user_id, created_at)
+        """,
+    ),
 )

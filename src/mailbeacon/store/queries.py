@@ -181,14 +181,29 @@ _PG_TYPES = (
     *("text", "text", "text", "text", "text", "text", "real", "text"),
     *("text", "text", "text"),
 )
+# Live hits that may notify go into the hit outbox in the same statement (notify.notifier): a
+# person's, and every hit of a user with an endpoint subscribed to raw hits. Settling only ever
+# makes a verdict ``machine``, so no hit left out could have notified later.
+_NOTIFIES = (
+    "h.verdict = 'human' OR h.user_id IN (SELECT user_id FROM webhooks WHERE raw_hits AND enabled)"
+)
+# A hit within the hold of its message's sending is due that long after it arrived.
+_OUTBOX = (
+    "INSERT INTO hit_outbox (hit_id, user_id, due_at) SELECT h.id, h.user_id, "
+    "CASE WHEN h.at - m.sent_at < ? THEN h.at + ? ELSE h.at END "
+    "FROM {hits} h JOIN messages m ON m.id = h.message_id WHERE {where}"
+)
 PG_INSERT_HITS = (
-    f"INSERT INTO hits (user_id, {HIT_FIELDS}) "
+    f"WITH inserted AS (INSERT INTO hits (user_id, {HIT_FIELDS}) "
     f"SELECT m.user_id, {', '.join('v.' + f for f in _FIELDS)} "
     "FROM unnest("
     + ", ".join(f"%s::{t}[]" for t in _PG_TYPES)
     + f") WITH ORDINALITY AS v({HIT_FIELDS}, n) "
-    "JOIN messages m ON m.id = v.message_id ORDER BY v.n"
+    "JOIN messages m ON m.id = v.message_id ORDER BY v.n "
+    "RETURNING id, user_id, message_id, at, verdict) "
+    + _OUTBOX.format(hits="inserted", where=f"{_NOTIFIES}").replace("?", "%s")
 )
+_SQLITE_OUTBOX = _OUTBOX.format(hits="hits", where=f"h.id > ? AND ({_NOTIFIES})")
 
 
 # Large batches from the CLI (replay) go faster through COPY and a temporary table.
@@ -210,15 +225,25 @@ def pg_hit_columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
 
 
 async def insert_hits_async(
-    conn: psycopg.AsyncConnection[Any], rows: Sequence[Sequence[Any]]
+    conn: psycopg.AsyncConnection[Any], rows: Sequence[Sequence[Any]], hold: int
 ) -> None:
-    """``insert_hits`` on the server's asynchronous PostgreSQL connection (autocommit)."""
+    """``insert_live_hits`` on the server's asynchronous PostgreSQL connection (autocommit)."""
     async with conn.cursor(binary=True) as cur:
-        await cur.execute(PG_INSERT_HITS, pg_hit_columns(rows))
+        await cur.execute(PG_INSERT_HITS, [*pg_hit_columns(rows), hold, hold])
+
+
+def insert_live_hits(conn: Conn, rows: Sequence[Sequence[Any]], hold: int) -> None:
+    """``insert_hits``, and those that may notify into the hit outbox, held ``hold`` µs when
+    close to sending (SQLite; PostgreSQL's live hits go through ``insert_hits_async``)."""
+    row = conn.one("SELECT MAX(id) FROM hits")
+    before = int(row[0]) if row and row[0] is not None else 0
+    insert_hits(conn, rows)
+    conn.execute(_SQLITE_OUTBOX, (hold, hold, before))
 
 
 def insert_hits(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
-    """Insert hits given as tuples in ``HIT_FIELDS`` order, keeping their order."""
+    """Insert hits given as tuples in ``HIT_FIELDS`` order, keeping their order (replayed
+    hits: history, which notifies nobody)."""
     if isinstance(conn.raw, psycopg.Connection):
         cur = conn.raw.cursor()
         cur.execute(_PG_INCOMING)
@@ -505,15 +530,21 @@ def mark_deferred(conn: Conn, outbound_id: int, *, error: str, retry_at: int) ->
     )
 
 
-def mark_bounced(conn: Conn, outbound_id: int, *, error: str, at: int, suppress: bool) -> None:
-    """Refused for good (or given up on); with ``suppress``, campaigns skip the recipient."""
+def mark_bounced(
+    conn: Conn, outbound_id: int, *, error: str, at: int, suppress: bool
+) -> tuple[int, str, str | None] | None:
+    """Refused for good (or given up on); with ``suppress``, campaigns skip the recipient.
+    The copy's user, recipient and message; None when it was no longer queued."""
     row = conn.one(
         "UPDATE outbound SET state = 'bounced', attempts = attempts + 1, next_attempt_at = ?, "
         "last_error = ? WHERE id = ? AND state = 'queued' RETURNING user_id, rcpt_to, message_id",
         (at, error, outbound_id),
     )
-    if row is not None and suppress:
+    if row is None:
+        return None
+    if suppress:
         add_suppression(conn, int(row[0]), str(row[1]), "bounced", row[2], now=at)
+    return int(row[0]), str(row[1]), row[2]
 
 
 def outbound_waiting(conn: Conn) -> int:

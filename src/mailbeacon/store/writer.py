@@ -33,6 +33,7 @@ from mailbeacon.store.db import Conn, Database
 log = logging.getLogger(__name__)
 
 PG_BATCH_TIMEOUT = 5.0  # seconds
+DEFAULT_HOLD = 60_000_000  # µs
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -48,8 +49,13 @@ class _Batch:
 
 
 class Writer:
-    def __init__(self, db: Database) -> None:
+    """``hold``: µs a hit close to sending is held before it notifies (``--settle-seconds``);
+    ``stored`` is called after each batch of hits is committed."""
+
+    def __init__(self, db: Database, *, hold: int = DEFAULT_HOLD) -> None:
         self.db = db
+        self.hold = hold
+        self.stored: Callable[[], None] = lambda: None
         self._batch: _Batch | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._sqlite: Conn | None = None
@@ -103,6 +109,7 @@ class Writer:
                     outcome: BaseException | None = exc
                 else:
                     outcome = None
+                    self.stored()
                 for future in batch.waiters:
                     if future.done():  # its request was cancelled (the client went away)
                         continue
@@ -115,13 +122,13 @@ class Writer:
 
     async def _store(self, rows: Sequence[Sequence[Any]]) -> None:
         if self.db.dialect == "sqlite":
-            self._sqlite_transaction(lambda conn: queries.insert_hits(conn, rows))
+            self._sqlite_transaction(lambda conn: queries.insert_live_hits(conn, rows, self.hold))
             return
         if self._pg is None:
             async with asyncio.timeout(PG_BATCH_TIMEOUT):
                 self._pg = await psycopg.AsyncConnection.connect(self.db.url, autocommit=True)
         pg = self._pg
-        insert = asyncio.ensure_future(queries.insert_hits_async(pg, rows))
+        insert = asyncio.ensure_future(queries.insert_hits_async(pg, rows, self.hold))
         try:
             # A server that stops answering would hold every waiting pixel: past the limit the
             # batch fails, its requests are answered all the same, and it is logged. The

@@ -20,8 +20,9 @@ from starlette.routing import Route
 
 from mailbeacon import accounts, reports
 from mailbeacon.ingest.hits import client_ip
+from mailbeacon.notify.alerts import MODES
 from mailbeacon.send import suppressions
-from mailbeacon.store import queries
+from mailbeacon.store import notify, queries
 from mailbeacon.tracking.register import Envelope, track_html
 from mailbeacon.web.openapi import OPENAPI
 from mailbeacon.web.services import Services
@@ -237,19 +238,44 @@ async def self_mark(request: Request, user_id: int) -> Response:
     return JSONResponse({"url": url}, status_code=201)
 
 
+async def _settings_of(request: Request, user_id: int) -> dict[str, Any]:
+    services = _services(request)
+    return {
+        "track_default": await services.read(queries.track_default, user_id),
+        "alerts": await services.read(notify.alert_mode, user_id),
+    }
+
+
 async def get_settings(request: Request, user_id: int) -> Response:
-    on = await _services(request).read(queries.track_default, user_id)
-    return JSONResponse({"track_default": on})
+    return JSONResponse(await _settings_of(request, user_id))
 
 
 async def put_settings(request: Request, user_id: int) -> Response:
-    """The user's own settings; for now whether mail through the relay is tracked by default."""
+    """The user's own settings: whether mail through the relay is tracked by default, and
+    when they get alert emails (``notify.alerts``). Either or both."""
     data = await _json_body(request)
-    on = data.get("track_default")
-    if not isinstance(on, bool) or set(data) != {"track_default"}:
-        raise ApiError(422, 'expected {"track_default": true or false}')
-    await _services(request).writer.run(queries.set_track_default, user_id, on)
-    return JSONResponse({"track_default": on})
+    on, mode = data.get("track_default"), data.get("alerts")
+    if not data or set(data) - {"track_default", "alerts"}:
+        raise ApiError(422, 'expected {"track_default": true or false, "alerts": "…"}')
+    if "track_default" in data and not isinstance(on, bool):
+        raise ApiError(422, "track_default: expected true or false")
+    if "alerts" in data and mode not in MODES:
+        raise ApiError(422, f"alerts: expected one of {', '.join(MODES)}")
+    writer = _services(request).writer
+    if isinstance(on, bool):
+        await writer.run(queries.set_track_default, user_id, on)
+    if isinstance(mode, str):
+        await writer.run(notify.set_alert_mode, user_id, mode)
+    return JSONResponse(await _settings_of(request, user_id))
+
+
+async def mute(request: Request, user_id: int) -> Response:
+    """Mute (POST) or unmute (DELETE) the alert emails of one message."""
+    message_id = request.path_params["message_id"]
+    on = request.method == "POST"
+    if not await _services(request).writer.run(notify.set_muted, user_id, message_id, on):
+        raise ApiError(404, "no such message")
+    return JSONResponse({"id": message_id, "alerts_muted": on})
 
 
 async def openapi(request: Request) -> Response:
@@ -259,6 +285,7 @@ async def openapi(request: Request) -> Response:
 ROUTES = [
     Route("/api/v1/messages", authenticated(create_messages), methods=["POST"]),
     Route("/api/v1/messages/{message_id}", authenticated(get_message), methods=["GET"]),
+    Route("/api/v1/messages/{message_id}/mute", authenticated(mute), methods=["POST", "DELETE"]),
     Route("/api/v1/events", authenticated(list_events), methods=["GET"]),
     Route("/api/v1/bounces", authenticated(list_bounces), methods=["GET"]),
     Route("/api/v1/campaigns/{name}/stats", authenticated(campaign_stats), methods=["GET"]),

@@ -13,11 +13,14 @@ from starlette.routing import Route
 from mailbeacon.classify.apple import Refresher
 from mailbeacon.relay.server import RelayServer
 from mailbeacon.web.api import ROUTES as API_ROUTES
+from mailbeacon.web.mute import ROUTES as MUTE_ROUTES
 from mailbeacon.web.services import Services
+from mailbeacon.web.stream import ROUTES as STREAM_ROUTES
 from mailbeacon.web.tracking import SELF_COOKIE, Receive, Scope, Send, TrackingRoutes
 from mailbeacon.web.unsubscribe import ROUTES as UNSUBSCRIBE_ROUTES
+from mailbeacon.web.webhooks_api import ROUTES as WEBHOOK_ROUTES
 
-ROBOTS = "User-agent: *\nDisallow: /o/\nDisallow: /c/\nDisallow: /u/\n"
+ROBOTS = "User-agent: *\nDisallow: /o/\nDisallow: /c/\nDisallow: /u/\nDisallow: /m/\n"
 
 
 async def robots(request: Request) -> Response:
@@ -68,6 +71,8 @@ class App:
             services.writer.start()
             services.settler.start()
             services.deliverer.start()
+            services.notifier.start()
+            services.dispatcher.start()
             refresher = Refresher(services.apple).start()
             relay = await RelayServer.start(services) if services.settings.smtp_listen else None
             try:
@@ -76,6 +81,8 @@ class App:
                 if relay is not None:  # first: what it is queueing commits before the writer stops
                     await relay.stop()
                 refresher.stop()
+                await services.dispatcher.stop()
+                await services.notifier.stop()
                 await services.deliverer.stop()
                 await services.settler.stop()
                 await services.writer.stop()
@@ -84,10 +91,13 @@ class App:
         self.starlette = Starlette(
             routes=[
                 *API_ROUTES,
+                *WEBHOOK_ROUTES,
+                *STREAM_ROUTES,
                 Route("/robots.txt", robots),
                 Route("/healthz", healthz),
                 Route("/self/{mark}", mark_browser),
                 *UNSUBSCRIBE_ROUTES,
+                *MUTE_ROUTES,
             ],
             lifespan=lifespan,
         )

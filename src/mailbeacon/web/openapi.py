@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from mailbeacon import __version__
+from mailbeacon.notify.alerts import MODES
+from mailbeacon.notify.stream import STREAM_TYPES
+from mailbeacon.web.openapi_webhooks import SCHEMAS as WEBHOOK_SCHEMAS
+from mailbeacon.web.openapi_webhooks import WEBHOOKS
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -20,19 +24,51 @@ def _path(name: str) -> list[dict[str, Any]]:
     return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _on_one(
+    summary: str,
+    param: str,
+    missing: str,
+    responses: dict[str, Any],
+    *,
+    body: str | None = None,
+    query: tuple[dict[str, Any], ...] = (),
+) -> dict[str, Any]:
+    """An operation on one thing named in the path: its own responses, or 404."""
+    operation = {
+        "summary": summary,
+        "parameters": [*_path(param), *query],
+        "responses": {**responses, **_ERRORS, "404": _json(_ref("Error"), missing)},
+    }
+    return operation if body is None else {**operation, "requestBody": _body(body)}
+
+
 def _read(summary: str, param: str, schema: str, found: str, missing: str) -> dict[str, Any]:
     """A GET of one thing named in the path: it, or 404."""
-    return {
-        "get": {
-            "summary": summary,
-            "parameters": _path(param),
-            "responses": {
-                "200": _json(_ref(schema), found),
-                **_ERRORS,
-                "404": _json(_ref("Error"), missing),
+    return {"get": _on_one(summary, param, missing, {"200": _json(_ref(schema), found)})}
+
+
+_CURSOR = (
+    {"name": "after", "in": "query", "schema": {"type": "string"}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}},
+)
+
+
+def _listing(items: str, item: str) -> dict[str, Any]:
+    """A page of a cursor-paginated list: ``{items: [...], next}``."""
+    return _json(
+        {
+            "type": "object",
+            "properties": {
+                items: {"type": "array", "items": _ref(item)},
+                "next": {"type": ["string", "null"]},
             },
-        }
-    }
+        },
+        f"A page of {items}; pass `next` as `after` for the following page",
+    )
 
 
 def _page(summary: str, items: str, item: str) -> dict[str, Any]:
@@ -40,27 +76,13 @@ def _page(summary: str, items: str, item: str) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
-            "parameters": [
-                {"name": "after", "in": "query", "schema": {"type": "string"}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}},
-            ],
-            "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            items: {"type": "array", "items": _ref(item)},
-                            "next": {"type": ["string", "null"]},
-                        },
-                    },
-                    f"A page of {items}; pass `next` as `after` for the following page",
-                ),
-                **_ERRORS,
-            },
+            "parameters": list(_CURSOR),
+            "responses": {"200": _listing(items, item), **_ERRORS},
         }
     }
 
 
+_NO_WEBHOOK = "No such webhook (or not yours)"
 _ERRORS = {
     "400": _json(_ref("Error"), "Malformed request"),
     "401": _json(_ref("Error"), "Missing or unknown API key"),
@@ -78,13 +100,18 @@ OPENAPI: dict[str, Any] = {
         "schemas": {
             "Settings": {
                 "type": "object",
-                "required": ["track_default"],
+                "description": "A PUT sends either field or both.",
                 "properties": {
                     "track_default": {
                         "type": "boolean",
                         "description": "Track mail sent through the relay without an "
                         "X-Mailbeacon-Track header.",
-                    }
+                    },
+                    "alerts": {
+                        "enum": list(MODES),
+                        "description": "Alert emails: on a message's first open (first), on "
+                        "each (every), an hourly digest, or none (off).",
+                    },
                 },
             },
             "Error": {
@@ -293,6 +320,7 @@ OPENAPI: dict[str, Any] = {
                     "assumptions": {"type": "array", "items": {"type": "string"}},
                 },
             },
+            **WEBHOOK_SCHEMAS,
         },
     },
     "security": [{"bearer": []}],
@@ -379,6 +407,53 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/api/v1/messages/{message_id}/mute": {
+            method: _on_one(
+                summary,
+                "message_id",
+                "No such message (or not yours)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string"},
+                                "alerts_muted": {"type": "boolean"},
+                            },
+                        },
+                        "Whether the message's alerts are muted now",
+                    )
+                },
+            )
+            for method, summary in (
+                ("post", "Mute the message's alert emails"),
+                ("delete", "Unmute the message's alert emails"),
+            )
+        },
+        "/api/v1/stream": {
+            "get": {
+                "summary": "Your events live, as server-sent events (id, event: the type, data: "
+                "the event); resumes after Last-Event-ID",
+                "parameters": [
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}},
+                    {"name": "after", "in": "query", "schema": {"type": "integer"}},
+                    {
+                        "name": "types",
+                        "in": "query",
+                        "description": "Comma-separated event types; default: "
+                        + ", ".join(STREAM_TYPES),
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An endless text/event-stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
         "/api/v1/self-mark": {
             "post": {
                 "summary": "A link that marks the browser it is opened in as the sender's own",
@@ -391,5 +466,66 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/webhooks": {
+            "post": {
+                "summary": "Subscribe a URL to events: the endpoint, with its secret (shown once)",
+                "requestBody": _body("NewWebhook"),
+                "responses": {
+                    "201": _json(_ref("CreatedWebhook"), "The endpoint and its secret"),
+                    **_ERRORS,
+                    "422": _json(_ref("Error"), "Not an http(s) URL, or unknown event types"),
+                },
+            },
+            "get": {
+                "summary": "Your webhook endpoints",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"webhooks": {"type": "array", "items": _ref("Webhook")}},
+                        },
+                        "Your endpoints, oldest first",
+                    ),
+                    **_ERRORS,
+                },
+            },
+        },
+        "/api/v1/webhooks/{webhook_id}": {
+            **_read("A webhook endpoint", "webhook_id", "Webhook", "The endpoint", _NO_WEBHOOK),
+            "patch": _on_one(
+                "Change an endpoint's URL or events, or disable or enable it",
+                "webhook_id",
+                _NO_WEBHOOK,
+                {
+                    "200": _json(_ref("Webhook"), "The endpoint, changed"),
+                    "422": _json(_ref("Error"), "Invalid field"),
+                },
+                body="WebhookChange",
+            ),
+            "delete": _on_one(
+                "Delete an endpoint, with its pending deliveries and its log",
+                "webhook_id",
+                _NO_WEBHOOK,
+                {"204": {"description": "Deleted"}},
+            ),
+        },
+        "/api/v1/webhooks/{webhook_id}/rotate-secret": {
+            "post": _on_one(
+                "A new secret; the previous one keeps signing beside it for a day",
+                "webhook_id",
+                _NO_WEBHOOK,
+                {"200": _json(_ref("NewWebhookSecret"), "The new secret (shown once)")},
+            )
+        },
+        "/api/v1/webhooks/{webhook_id}/deliveries": {
+            "get": _on_one(
+                "The endpoint's delivery log: every attempt, oldest first, cursor-paginated",
+                "webhook_id",
+                _NO_WEBHOOK,
+                {"200": _listing("deliveries", "DeliveryAttempt")},
+                query=_CURSOR,
+            )
+        },
     },
+    "webhooks": WEBHOOKS,
 }

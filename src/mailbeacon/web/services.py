@@ -13,6 +13,10 @@ from mailbeacon.classify import signatures
 from mailbeacon.classify.apple import AppleEgress
 from mailbeacon.classify.pipeline import Classifier
 from mailbeacon.classify.settle import Settler
+from mailbeacon.notify.alerts import Mailer
+from mailbeacon.notify.dispatcher import Dispatcher
+from mailbeacon.notify.notifier import Notifier
+from mailbeacon.notify.stream import Hub
 from mailbeacon.relay.deliverer import Deliverer
 from mailbeacon.relay.upstream import helo_name
 from mailbeacon.settings import Settings
@@ -34,18 +38,35 @@ class Services:
     classifier: Classifier
     settler: Settler
     deliverer: Deliverer  # poke() it after queueing copies (relay.queue.enqueue)
+    notifier: Notifier
+    hub: Hub  # wakes the live streams
+    dispatcher: Dispatcher  # delivers webhooks; poke() it after publishing events
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
         db = Database(settings.db)
-        writer = Writer(db)
+        writer = Writer(db, hold=int(settings.settle_seconds * 1_000_000))
         apple = AppleEgress.from_settings(settings)
         classifier = Classifier(apple, signatures.load(settings.signatures))
+        deliverer = Deliverer(
+            db, writer, settings.upstream, dkim=settings.dkim, helo=helo_name(settings.public_url)
+        )
+        hub = Hub()
+        signer = Signer(settings.secrets)
+        mailer = Mailer(settings.alerts_from, settings.public_url, signer)
+        dispatcher = Dispatcher(writer, mailer, allow_private=settings.allow_private_webhooks)
+
+        def published() -> None:
+            hub.wake()
+            dispatcher.poke()
+            deliverer.poke()  # alerts were queued, perhaps
+
+        notifier = Notifier(writer, mailer=mailer, published=published)
+        settler = Settler(db, writer)
+        writer.stored = settler.settled = notifier.poke
         return cls(
-            settings, db, writer, Signer(settings.secrets), apple, classifier,
-            Settler(db, writer),
-            Deliverer(db, writer, settings.upstream, dkim=settings.dkim,
-                      helo=helo_name(settings.public_url)),
+            settings, db, writer, signer, apple, classifier, settler, deliverer,
+            notifier, hub, dispatcher,
         )  # fmt: skip
 
     async def read(self, fn: Callable[Concatenate[Conn, P], T], *a: P.args, **kw: P.kwargs) -> T:

@@ -13,49 +13,19 @@ and posting back to itself.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-
-from jinja2 import Environment, PackageLoader
-from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from mailbeacon import accounts
 from mailbeacon.send.suppressions import Subscriber, subscriber, unsubscribe
+from mailbeacon.web.pages import HEADERS, page, small_body
 from mailbeacon.web.services import Services
-
-MAX_BODY = 4096  # a form with one button; RFC 8058's body is 26 bytes
-STYLE = (
-    "body{font:16px/1.5 system-ui,sans-serif;color:#222;background:#fff;margin:0}"
-    "main{max-width:32rem;margin:4rem auto;padding:0 1rem}"
-    "button{font:inherit;padding:.5rem 1.25rem;cursor:pointer}"
-)
-_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
-HEADERS = {
-    "Content-Security-Policy": (
-        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
-        "base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "X-Robots-Tag": "noindex, nofollow",
-}
-
-_PAGES = Environment(loader=PackageLoader("mailbeacon.web", "templates"), autoescape=True)
 
 
 def _page(state: str, found: Subscriber | None, status: int = 200) -> Response:
-    html = _PAGES.get_template("unsubscribe.html").render(
-        state=state,
-        address=found.address if found else "",
-        sender=found.sender if found else "",
-        style=Markup(STYLE),  # noqa: S704 - a constant of ours, hashed into the policy above
-    )
-    return HTMLResponse(html, status_code=status, headers=HEADERS)
+    address, sender = (found.address, found.sender) if found else ("", "")
+    return page("unsubscribe.html", status, state=state, address=address, sender=sender)
 
 
 def _one_click(body: bytes) -> bool:
@@ -63,15 +33,6 @@ def _one_click(body: bytes) -> bool:
     return b"List-Unsubscribe=One-Click" in body or (
         b'name="List-Unsubscribe"' in body and b"One-Click" in body
     )
-
-
-async def _body(request: Request) -> bytes | None:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            return None
-    return bytes(body)
 
 
 async def show(request: Request) -> Response:
@@ -87,7 +48,7 @@ async def show(request: Request) -> Response:
 async def confirm(request: Request) -> Response:
     """Unsubscribe (again: nothing changes); a forged token records nothing."""
     services: Services = request.app.state.services
-    body = await _body(request)
+    body = await small_body(request)
     if body is None:
         return PlainTextResponse("body too large\n", status_code=413, headers=HEADERS)
     target = services.signer.verify("u", request.path_params["token"])

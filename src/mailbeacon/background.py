@@ -1,0 +1,30 @@
+"""A task in the background of ``serve`` that wakes when poked: ``start`` on the event loop,
+``poke`` from it, ``stop`` to cancel (what it does is transactional: a round cut short is
+done again by the next)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class Background:
+    def __init__(self) -> None:
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,54 @@
+"""What the small pages of links in mail share (``/u/`` unsubscribe, ``/m/`` mute alerts): a
+button that POSTs, since scanners and link previews follow every link in a message with a GET
+(RESEARCH.md §1); escaped text; nothing loaded from anywhere; and a Content-Security-Policy that
+allows nothing but their own inline style and posting back to themselves."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+MAX_BODY = 4096  # a form with one button; RFC 8058's body is 26 bytes
+STYLE = (
+    "body{font:16px/1.5 system-ui,sans-serif;color:#222;background:#fff;margin:0}"
+    "main{max-width:32rem;margin:4rem auto;padding:0 1rem}"
+    "button{font:inherit;padding:.5rem 1.25rem;cursor:pointer}"
+)
+_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+HEADERS = {
+    "Content-Security-Policy": (
+        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "X-Robots-Tag": "noindex, nofollow",
+}
+
+_PAGES = Environment(loader=PackageLoader("mailbeacon.web", "templates"), autoescape=True)
+
+
+def page(template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    html = _PAGES.get_template(template).render(
+        style=Markup(STYLE),  # noqa: S704 - a constant of ours, hashed into the policy above
+        **values,
+    )
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+async def small_body(request: Request) -> bytes | None:
+    """The request's body, or None when it is over ``MAX_BODY``."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
+    return bytes(body)
