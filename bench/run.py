@@ -89,6 +89,7 @@ SCENARIOS = {
     "nginx": "nginx `empty_gif` + access log (reference)",
     "sqlite": "mailbeacon on SQLite",
     "postgresql": "mailbeacon on PostgreSQL",
+    "people": "mailbeacon on SQLite, every hit a person's open (each one notifies)",
 }
 
 USER_AGENTS = (
@@ -377,8 +378,9 @@ def parse_wrk(output: str) -> Load:
     )
 
 
-def wrk(procs: Processes, url: str, seconds: int) -> Load:
+def wrk(procs: Processes, url: str, seconds: int, headers: Sequence[str] = ()) -> Load:
     args = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+    args += [f"-H{header}" for header in headers]
     done = procs.run(args, timeout=seconds + 60)
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
@@ -405,6 +407,7 @@ class Subject:
     server: Server
     url: str
     count: Callable[[], int]
+    headers: Sequence[str] = ()  # sent with every request
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -495,9 +498,13 @@ def mailbeacon(
         server.exit_code = procs.stop(child, signal.SIGINT)
 
 
-def register(server: Server, key: str, recipients: Sequence[str]) -> list[dict[str, Any]]:
+def register(
+    server: Server, key: str, recipients: Sequence[str], sent_at: str | None = None
+) -> list[dict[str, Any]]:
     """One message per recipient, through the API."""
     body = {"from": "bench@example.test", "to": list(recipients), "subject": "bench", "html": HTML}
+    if sent_at is not None:
+        body["sent_at"] = sent_at
     request = urllib.request.Request(
         server.base + "/api/v1/messages",
         data=json.dumps(body).encode(),
@@ -513,12 +520,22 @@ def register(server: Server, key: str, recipients: Sequence[str]) -> list[dict[s
 
 
 @contextlib.contextmanager
-def pixel(procs: Processes, data: Path, db: str | None) -> Iterator[Subject]:
-    """mailbeacon serving the pixel of one registered message."""
+def pixel(
+    procs: Processes, data: Path, db: str | None, *, people: bool = False
+) -> Iterator[Subject]:
+    """mailbeacon serving the pixel of one registered message. wrk's requests carry no
+    User-Agent and come from where the message was registered: machine or self opens, which
+    notify nobody. With ``people``, each is Thunderbird behind a trusted proxy a day after
+    sending: a person's open, published as an event (the hit outbox, then the notifier)."""
     key = add_user(procs, data, db)
-    with mailbeacon(procs, data, db) as server:
-        message = register(server, key, ["reader@example.test"])[0]
-        yield Subject(server, message["pixel_url"], lambda: count_hits(db or _sqlite(data)))
+    extra = ["--trusted-proxies", "127.0.0.1/32"] if people else []
+    with mailbeacon(procs, data, db, extra) as server:
+        sent_at = (datetime.now(UTC) - timedelta(days=1)).isoformat() if people else None
+        message = register(server, key, ["reader@example.test"], sent_at)[0]
+        headers = [f"User-Agent: {THUNDERBIRD}", "X-Forwarded-For: 203.0.113.7"] if people else []
+        yield Subject(
+            server, message["pixel_url"], lambda: count_hits(db or _sqlite(data)), headers
+        )
 
 
 def _sqlite(data: Path) -> str:
@@ -537,10 +554,10 @@ def _exceptions(log: Sequence[str]) -> Counter[str]:
 def measure(procs: Processes, scenario: contextlib.AbstractContextManager[Subject]) -> Round:
     """Warm up, count, load for SECONDS, stop the server, count again."""
     with scenario as subject:
-        wrk(procs, subject.url, WARMUP_SECONDS)
+        wrk(procs, subject.url, WARMUP_SECONDS, subject.headers)
         before = subject.count()
         cpu_before = group_cpu_seconds(subject.server.group)
-        load = wrk(procs, subject.url, SECONDS)
+        load = wrk(procs, subject.url, SECONDS, subject.headers)
         cpu = group_cpu_seconds(subject.server.group) - cpu_before
     log = _lines(subject.server.log)
     return Round(
@@ -558,6 +575,7 @@ def run_round(procs: Processes, pg: TemporaryPostgres, workdir: Path, n: int) ->
         "nginx": nginx(procs, workdir / "nginx"),
         "sqlite": pixel(procs, workdir / "sqlite", None),
         "postgresql": pixel(procs, workdir / "postgresql", pg.create_database(f"round{n}")),
+        "people": pixel(procs, workdir / "people", None, people=True),
     }
     results = {}
     for name, scenario in scenarios.items():
@@ -1068,7 +1086,7 @@ def warnings(scenarios: Sequence[Scenario], replays: Sequence[Replay]) -> list[s
     found = []
     for s in scenarios:
         ratio = statistics.median(s.ratios)
-        if s.name != "nginx" and ratio < TARGET_RATIO:
+        if s.name in ("sqlite", "postgresql") and ratio < TARGET_RATIO:
             found.append(f"{s.label}: {ratio:.2f}× nginx, below the {TARGET_RATIO}× target")
         for n, r in enumerate(s.rounds, 1):
             if r.load.non_2xx or r.load.socket_errors:
@@ -1132,7 +1150,12 @@ def render(
         f"`wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency` on `GET /o/{{token}}.gif` "
         f"after a {WARMUP_SECONDS} s warm-up; medians of {ROUNDS} round(s), each running the "
         "three scenarios in turn. *× nginx* is the median of each round's ratio to nginx.",
-        f"Target: mailbeacon ≥ {TARGET_RATIO}× nginx.",
+        f"Target: mailbeacon ≥ {TARGET_RATIO}× nginx. wrk's requests carry no User-Agent and "
+        "come from the address the message was registered from (machine or self opens, which "
+        "notify nobody), except in the last scenario, which shows what publishing each open as "
+        "an event costs: every request is a person's open (Thunderbird, through a trusted "
+        "proxy, a day after sending), stored with its row in the hit outbox, then published by "
+        "the notifier to `email.opened` while the load goes on.",
         "",
         *summary_table(scenarios),
     ]
@@ -1211,7 +1234,10 @@ def bench() -> int:
     ):
         machine = describe_machine(pg)
         print("\n".join(f"{name}: {value}" for name, value in machine.rows()), flush=True)
-        print(f"\nload: {ROUNDS} round(s) of {SECONDS} s, nginx / SQLite / PostgreSQL", flush=True)
+        print(
+            f"\nload: {ROUNDS} round(s) of {SECONDS} s, nginx / SQLite / PostgreSQL / people",
+            flush=True,
+        )
         rounds = [run_round(procs, pg, Path(tmp) / f"round{n}", n) for n in range(1, ROUNDS + 1)]
         print(f"replay: {REPLAY_LINES:,} lines on SQLite and PostgreSQL", flush=True)
         replays = [

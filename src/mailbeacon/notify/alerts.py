@@ -139,14 +139,6 @@ def send_digests(conn: Conn, *, mailer: Mailer, now: int) -> int:
     return sent
 
 
-def first_engagement(conn: Conn, message_id: str) -> bool:
-    """Whether the message has had no person's open or click published yet."""
-    return not (
-        store.has_event(conn, message_id, "email.opened")
-        or store.has_event(conn, message_id, "email.clicked")
-    )
-
-
 def queue_alert(
     conn: Conn,
     user_id: int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 from mailbeacon.reports import iso
@@ -98,13 +99,16 @@ def publish(
     data: HitData | BounceData | UnsubscribeData | dict[str, Any],
     *,
     now: int,
+    endpoints: Sequence[store.Subscription] | None = None,
 ) -> int:
-    """Publish an event in the caller's transaction; its id (the stream's event id)."""
+    """Publish an event in the caller's transaction; its id (the stream's event id).
+    ``endpoints``: the user's ``store.subscriptions``, when the caller has read them."""
     encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     public_id = "msg_" + secrets.token_urlsafe(18)
     return store.publish(
-        conn, user_id, event_type, message_id, encoded, public_id=public_id, now=now
-    )
+        conn, user_id, event_type, message_id, encoded, public_id=public_id, now=now,
+        endpoints=endpoints,
+    )  # fmt: skip
 
 
 def bounced(

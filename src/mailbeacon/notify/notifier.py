@@ -40,7 +40,7 @@ from mailbeacon.store.writer import Writer
 log = logging.getLogger(__name__)
 
 SECOND = 1_000_000  # µs
-BATCH = 500  # hits a round
+BATCH = 100  # hits a round: a round holds the event loop (SQLite) for a few ms
 POLL = 1.0  # seconds between looks when nobody pokes: held hits come due by the clock
 PAUSE = 0.25  # seconds at least between rounds: under load, a round takes many hits at once
 
@@ -64,27 +64,51 @@ def hit_data(hit: store.DueHit, *, first: bool) -> HitData:
     )
 
 
-def _publish_hit(
-    conn: Conn, hit: store.DueHit, event_type: EventType, now: int
-) -> tuple[int, HitData]:
-    data = hit_data(hit, first=not store.has_event(conn, hit.message_id, event_type))
-    return publish(conn, hit.user_id, event_type, hit.message_id, data, now=now), data
+class _Round:
+    """One round's publishing, remembering what it read: a burst of opens of one message, or of
+    one user's messages, reads the message's earlier events and the user's endpoints once."""
+
+    def __init__(self, conn: Conn, now: int) -> None:
+        self.conn = conn
+        self.now = now
+        self._published: dict[tuple[str, str], bool] = {}  # (message, type) → one exists
+        self._endpoints: dict[int, list[store.Subscription]] = {}
+
+    def has(self, message_id: str, event_type: str) -> bool:
+        key = (message_id, event_type)
+        if key not in self._published:
+            self._published[key] = store.has_event(self.conn, message_id, event_type)
+        return self._published[key]
+
+    def publish(self, hit: store.DueHit, event_type: EventType) -> tuple[int, HitData]:
+        data = hit_data(hit, first=not self.has(hit.message_id, event_type))
+        if hit.user_id not in self._endpoints:
+            self._endpoints[hit.user_id] = store.subscriptions(self.conn, hit.user_id)
+        event_id = publish(
+            self.conn, hit.user_id, event_type, hit.message_id, data, now=self.now,
+            endpoints=self._endpoints[hit.user_id],
+        )  # fmt: skip
+        self._published[hit.message_id, event_type] = True
+        return event_id, data
 
 
 def notify_round(conn: Conn, *, now: int, mailer: alerts.Mailer) -> tuple[int, int]:
     """One round in the caller's transaction: (hits taken from the outbox, events published)."""
     store.lock_publishing(conn)  # whether an open is the message's first is then certain
     due = store.due_hits(conn, now=now, limit=BATCH)
+    run = _Round(conn, now)
     published = 0
     for hit in due:
         if hit.raw_hits:
-            _publish_hit(conn, hit, HIT, now)
+            run.publish(hit, HIT)
             published += 1
         if hit.verdict != "human":
             continue
         event_type: EventType = "email.clicked" if hit.kind == "click" else "email.opened"
-        first_engagement = alerts.first_engagement(conn, hit.message_id)
-        event_id, data = _publish_hit(conn, hit, event_type, now)
+        first_engagement = not (
+            run.has(hit.message_id, "email.opened") or run.has(hit.message_id, "email.clicked")
+        )
+        event_id, data = run.publish(hit, event_type)
         published += 1
         when = alerts.alerts(hit.alerts, first_engagement=first_engagement, event_type=event_type)
         if when and not hit.muted:
@@ -130,6 +154,9 @@ class Notifier(Background):
                 self.published()
             if taken < BATCH:
                 return total
+            # On SQLite a round runs on the event loop: let the requests waiting meanwhile in
+            # (and their hits be stored) before the next.
+            await asyncio.sleep(0)
 
     async def _run(self) -> None:
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from mailbeacon.store.db import Conn
@@ -20,6 +21,19 @@ def lock_publishing(conn: Conn) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (_PUBLISH_LOCK,))
 
 
+class Subscription(NamedTuple):
+    webhook_id: str
+    events: frozenset[str]
+
+
+def subscriptions(conn: Conn, user_id: int) -> list[Subscription]:
+    """The user's enabled endpoints and the event types each subscribes to."""
+    rows = conn.execute(
+        "SELECT id, events FROM webhooks WHERE user_id = ? AND enabled ORDER BY id", (user_id,)
+    )
+    return [Subscription(r[0], frozenset(json.loads(r[1]))) for r in rows]
+
+
 def publish(
     conn: Conn,
     user_id: int,
@@ -29,19 +43,20 @@ def publish(
     *,
     public_id: str,
     now: int,
+    endpoints: Sequence[Subscription] | None = None,
 ) -> int:
     """Insert an event and a delivery to each enabled endpoint of the user subscribed to its
-    type, due now; the event's id."""
+    type (``endpoints``: the user's ``subscriptions``, when the caller has them), due now; the
+    event's id."""
     lock_publishing(conn)
     [(event_id,)] = conn.execute(
         "INSERT INTO events (public_id, user_id, type, message_id, created_at, data) "
         "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         (public_id, user_id, event_type, message_id, now, data),
     )
-    endpoints = conn.execute(
-        "SELECT id, events FROM webhooks WHERE user_id = ? AND enabled ORDER BY id", (user_id,)
-    )
-    subscribed = [(r[0], event_id, now, now) for r in endpoints if event_type in json.loads(r[1])]
+    if endpoints is None:
+        endpoints = subscriptions(conn, user_id)
+    subscribed = [(e.webhook_id, event_id, now, now) for e in endpoints if event_type in e.events]
     if subscribed:
         conn.executemany(
             "INSERT INTO deliveries (webhook_id, event_id, next_attempt_at, created_at) "
