@@ -1149,7 +1149,8 @@ def render(
         "",
         f"`wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency` on `GET /o/{{token}}.gif` "
         f"after a {WARMUP_SECONDS} s warm-up; medians of {ROUNDS} round(s), each running the "
-        "three scenarios in turn. *× nginx* is the median of each round's ratio to nginx.",
+        f"{len(SCENARIOS)} scenarios in turn. *× nginx* is the median of each round's ratio to "
+        "nginx.",
         f"Target: mailbeacon ≥ {TARGET_RATIO}× nginx. wrk's requests carry no User-Agent and "
         "come from the address the message was registered from (machine or self opens, which "
         "notify nobody), except in the last scenario, which shows what publishing each open as "
