@@ -45,6 +45,7 @@ def test_the_readme_documents_every_command() -> None:
     for command in (
         "serve",
         "users add",
+        "users password",
         "users track",
         "instrument",
         "send",

@@ -8,6 +8,7 @@ import stat
 import urllib.request
 from pathlib import Path
 
+import httpx
 from typer.testing import CliRunner
 
 from mailbeacon.cli import app
@@ -28,6 +29,7 @@ def call(url: str, key: str | None = None, body: dict[str, object] | None = None
 def test_the_first_start_creates_the_secret_and_an_admin_and_records_a_hit(
     tmp_path: Path,
 ) -> None:
+    """The README's quick start: the printed key sends mail, the printed password signs in."""
     data = tmp_path / "data"
     server = ServerProcess(data, str(data / "mailbeacon.db"), secret=None)
     try:
@@ -36,6 +38,16 @@ def test_the_first_start_creates_the_secret_and_an_admin_and_records_a_hit(
         assert key, output
         assert server.url in output
         assert stat.S_IMODE((data / "secret").stat().st_mode) == 0o600
+        password = re.search(r"password: (\S+)", output)
+        assert password, output
+        assert f"Sign in at {server.url}/ " in output
+        signed_in = httpx.post(
+            server.url + "/login",
+            data={"email": "admin@localhost", "password": password.group(1)},
+            follow_redirects=False,
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        assert signed_in.headers["set-cookie"].startswith("mb_session=")
         sent = json.loads(
             call(
                 server.url + "/api/v1/messages",

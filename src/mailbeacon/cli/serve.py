@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 
 from mailbeacon import accounts
@@ -37,7 +38,7 @@ def _can_listen(what: str, host: str, port: int) -> None:
 def serve(*, settings: Settings) -> None:
     """Serve the tracking routes and the API.
 
-    The first start creates an admin user and prints its API key.
+    The first start creates an admin user and prints its API key and dashboard password.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     _can_listen("HTTP", settings.host, settings.port)
@@ -46,10 +47,20 @@ def serve(*, settings: Settings) -> None:
     with open_db(settings) as db:
         dialect = db.dialect
         if db.read(queries.count_users) == 0:
-            admin = db.write(accounts.create_user, FIRST_ADMIN, is_admin=True)
-            console.print(f"Created the admin user {admin.email}. Its API key (shown once):")
-            console.print(f"  [bold]{admin.api_key}[/bold]", highlight=False)
+            password = secrets.token_urlsafe(12)
+            admin = db.write(accounts.create_user, FIRST_ADMIN, is_admin=True, password=password)
+            console.print(
+                f"Created the admin user {admin.email}. Its API key and password (shown once):"
+            )
+            console.print(f"  API key:  [bold]{admin.api_key}[/bold]", highlight=False)
+            console.print(f"  password: [bold]{password}[/bold]", highlight=False)
+            console.print(
+                f"  Sign in at {settings.public_url}/ (another password: "
+                f"`mailbeacon users password {admin.email}`)",
+                highlight=False,
+            )
     console.print(f"mailbeacon listening on {settings.public_url}", highlight=False)
+    console.print(f"  web:     {settings.public_url}/", highlight=False)
     console.print(f"  API:     {settings.public_url}/api/v1/openapi.json", highlight=False)
     console.print(f"  data:    {settings.data}  database: {dialect}", highlight=False)
     if settings.smtp_listen is not None:

@@ -243,4 +243,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX alert_digest_by_user ON alert_digest (user_id, created_at)
         """,
     ),
+    Migration(
+        6,
+        "dashboard sign-in",
+        """
+        ALTER TABLE users ADD COLUMN password_hash TEXT;  -- argon2id, NULL: cannot sign in
+        -- A signed-in browser. Its cookie holds a random token, and only the token's sha256
+        -- is kept, so a leaked database signs no one in.
+        CREATE TABLE sessions (
+            id {id},
+            token_hash TEXT NOT NULL UNIQUE,
+            user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            csrf TEXT NOT NULL,              -- the token its forms must send back
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,      -- slides forward while it is used
+            last_seen_at BIGINT NOT NULL
+        );
+        CREATE INDEX sessions_by_user ON sessions (user_id);
+        -- Failed sign-ins of the last minutes, one row for the email and one for the address
+        -- of each: in the database, so that every node throttles alike (web.auth).
+        CREATE TABLE login_failures (
+            key TEXT NOT NULL,               -- 'email:' + the email, or 'ip:' + the address
+            at BIGINT NOT NULL
+        );
+        CREATE INDEX login_failures_by_key ON login_failures (key, at);
+        CREATE INDEX login_failures_by_time ON login_failures (at)
+        """,
+    ),
 )

@@ -75,7 +75,7 @@ class Event(NamedTuple):
     data: str  # JSON
 
 
-_EVENT_COLUMNS = "id, public_id, type, message_id, created_at, data"
+EVENT_COLUMNS = "id, public_id, type, message_id, created_at, data"
 
 
 def events_after(
@@ -86,10 +86,10 @@ def events_after(
     if types:
         where += f" AND type IN ({', '.join('?' * len(types))})"
     rows = conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ?",
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ?",
         (user_id, after, *types, limit),
     )
-    return [Event(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]
+    return [Event._make(r) for r in rows]
 
 
 def last_event_id(conn: Conn, user_id: int) -> int:

@@ -39,6 +39,27 @@ def add_api_key(conn: Conn, user_id: int, key_hash: str, prefix: str, *, now: in
     )
 
 
+class ApiKey(NamedTuple):
+    id: int
+    prefix: str  # its first characters: the key itself is never stored
+    created_at: int
+
+
+def api_keys_of(conn: Conn, user_id: int) -> list[ApiKey]:
+    rows = conn.execute(
+        "SELECT id, prefix, created_at FROM api_keys WHERE user_id = ? ORDER BY id", (user_id,)
+    )
+    return [ApiKey(int(r[0]), r[1], int(r[2])) for r in rows]
+
+
+def revoke_api_key(conn: Conn, user_id: int, key_id: int) -> bool:
+    """Delete one of the user's keys; False when they have no such key."""
+    rows = conn.execute(
+        "DELETE FROM api_keys WHERE id = ? AND user_id = ? RETURNING id", (key_id, user_id)
+    )
+    return bool(rows)
+
+
 def user_for_key(conn: Conn, key_hash: str) -> tuple[int, str] | None:
     row = conn.one(
         "SELECT u.id, u.email FROM api_keys k JOIN users u ON u.id = k.user_id "

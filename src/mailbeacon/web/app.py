@@ -8,11 +8,15 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from mailbeacon.classify.apple import Refresher
 from mailbeacon.relay.server import RelayServer
 from mailbeacon.web.api import ROUTES as API_ROUTES
+from mailbeacon.web.auth import ROUTES as AUTH_ROUTES
+from mailbeacon.web.dashboard import ROUTES as DASHBOARD_ROUTES
+from mailbeacon.web.keys import ROUTES as KEY_ROUTES
 from mailbeacon.web.mute import ROUTES as MUTE_ROUTES
 from mailbeacon.web.services import Services
 from mailbeacon.web.stream import ROUTES as STREAM_ROUTES
@@ -98,6 +102,10 @@ class App:
                 Route("/self/{mark}", mark_browser),
                 *UNSUBSCRIBE_ROUTES,
                 *MUTE_ROUTES,
+                *AUTH_ROUTES,
+                *KEY_ROUTES,
+                *DASHBOARD_ROUTES,
+                Mount("/static", StaticFiles(packages=[("mailbeacon.web", "static")])),
             ],
             lifespan=lifespan,
         )

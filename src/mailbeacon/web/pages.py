@@ -9,10 +9,11 @@ import base64
 import hashlib
 from typing import Any
 
-from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
+
+from mailbeacon.web.views import TEMPLATES
 
 MAX_BODY = 4096  # a form with one button; RFC 8058's body is 26 bytes
 STYLE = (
@@ -33,11 +34,9 @@ HEADERS = {
     "X-Robots-Tag": "noindex, nofollow",
 }
 
-_PAGES = Environment(loader=PackageLoader("mailbeacon.web", "templates"), autoescape=True)
-
 
 def page(template: str, status: int = 200, **values: Any) -> HTMLResponse:
-    html = _PAGES.get_template(template).render(
+    html = TEMPLATES.get_template(template).render(
         style=Markup(STYLE),  # noqa: S704 - a constant of ours, hashed into the policy above
         **values,
     )

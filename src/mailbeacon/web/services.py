@@ -4,7 +4,7 @@ classifier with Apple's relay list and the settler, and the deliverer of the out
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
@@ -23,6 +23,7 @@ from mailbeacon.settings import Settings
 from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.writer import Writer
 from mailbeacon.tracking.tokens import Signer
+from mailbeacon.web.charts import Recent
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -41,6 +42,7 @@ class Services:
     notifier: Notifier
     hub: Hub  # wakes the live streams
     dispatcher: Dispatcher  # delivers webhooks; poke() it after publishing events
+    figures: Recent = field(default_factory=Recent)  # the campaign pages' costly figures
 
     @classmethod
     def open(cls, settings: Settings) -> Services:

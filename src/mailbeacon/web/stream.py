@@ -20,6 +20,7 @@ from mailbeacon.notify.events import EVENT_TYPES, payload
 from mailbeacon.notify.stream import STREAM_TYPES, follow
 from mailbeacon.store import notify as store
 from mailbeacon.web.api import ApiError, _services, authenticated
+from mailbeacon.web.services import Services
 
 HEARTBEAT = 15.0  # seconds: a comment line keeps proxies from closing a quiet stream
 RETRY_MS = 2000  # what browsers wait before reconnecting
@@ -45,12 +46,11 @@ def _types(request: Request) -> tuple[str, ...]:
     return types
 
 
-async def stream(request: Request, user_id: int) -> Response:
-    services = _services(request)
-    types = _types(request)
-    after = _start(request)
-    if after is None:
-        after = await services.read(store.last_event_id, user_id)
+def event_stream(
+    services: Services, user_id: int, after: int, types: tuple[str, ...]
+) -> StreamingResponse:
+    """The user's events past ``after`` as server-sent events, for as long as the client
+    listens (the API's stream, and the dashboard's live feed)."""
 
     async def read(after: int, limit: int) -> list[store.Event]:
         return await services.read(store.events_after, user_id, after, limit, types)
@@ -72,6 +72,18 @@ async def stream(request: Request, user_id: int) -> Response:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def start_of(request: Request, services: Services, user_id: int) -> int:
+    """Where a stream starts: after ``Last-Event-ID`` or ``?after=``, else now."""
+    after = _start(request)
+    return await services.read(store.last_event_id, user_id) if after is None else after
+
+
+async def stream(request: Request, user_id: int) -> Response:
+    services = _services(request)
+    types = _types(request)
+    return event_stream(services, user_id, await start_of(request, services, user_id), types)
 
 
 ROUTES = [Route("/api/v1/stream", authenticated(stream), methods=["GET"])]

@@ -1,0 +1,99 @@
+"""Dashboard sessions, and the throttle on signing in.
+
+A session is a random token in an HttpOnly cookie; the database keeps only its SHA-256 (like API
+keys), with a CSRF token of its own for the forms of the pages it shows. It lasts 14 days from
+its last use, and its last use is written at most once a minute: reading a page costs no write.
+
+**Throttle.** Argon2 makes each guess slow, not rare. After 5 failed sign-ins for one email, or
+from one address, within 15 minutes, the next waits until the oldest of those five is 15
+minutes old. Failures are rows in the database, so that every node of a PostgreSQL cluster
+counts the same ones. An attempt is counted as failed *before* its password is checked, and
+uncounted if it succeeds: parallel guesses cannot all slip in while the first are being
+checked. A success clears its email's failures, so the owner who finally types the right
+password starts afresh. An IPv6 client is counted by its /64, which one machine usually holds
+whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import secrets
+from dataclasses import dataclass
+
+from mailbeacon.accounts import PasswordMatch, key_hash
+from mailbeacon.store import sessions as store
+from mailbeacon.store.db import Conn
+
+LIFETIME = 14 * 86_400_000_000  # µs after the last use
+TOUCH_EVERY = 60_000_000  # µs: how stale the last use may be before it is written again
+FAILURES = 5
+WINDOW = 15 * 60_000_000  # µs
+
+
+@dataclass(frozen=True)
+class NewSession:
+    token: str  # the cookie's value, never stored
+    csrf: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A sign-in attempt: what it is counted under, and when."""
+
+    email_key: str
+    ip_key: str
+    at: int
+
+    @classmethod
+    def of(cls, email: str, ip: str, *, at: int) -> Attempt:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            network = ip
+        else:
+            prefix = 64 if address.version == 6 else 32
+            network = str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+        return cls("email:" + email.strip().lower()[:254], "ip:" + network, at)
+
+
+def throttle(conn: Conn, attempt: Attempt) -> int | None:
+    """Seconds to wait before trying again; or None, and the attempt is counted as failed
+    until :func:`sign_in` uncounts it."""
+    store.lock_attempts(conn)
+    store.forget_failures(conn, before=attempt.at - WINDOW)
+    keys = (attempt.email_key, attempt.ip_key)
+    oldest = [store.nth_latest_failure(conn, key, FAILURES) for key in keys]
+    lifted = max((at + WINDOW for at in oldest if at is not None), default=None)
+    if lifted is not None:
+        return max(1, math.ceil((lifted - attempt.at) / 1_000_000))
+    store.add_failures(conn, keys, at=attempt.at)
+    return None
+
+
+def sign_in(conn: Conn, attempt: Attempt, match: PasswordMatch) -> NewSession:
+    """The attempt succeeded: a new session for the user."""
+    store.clear_attempt(conn, attempt.email_key, attempt.ip_key, at=attempt.at)
+    if match.rehashed is not None:
+        store.set_password_hash(conn, match.user_id, match.rehashed)
+    store.delete_expired_sessions(conn, match.user_id, now=attempt.at)
+    new = NewSession(secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+    store.insert_session(
+        conn, key_hash(new.token), match.user_id, new.csrf,
+        now=attempt.at, expires_at=attempt.at + LIFETIME,
+    )  # fmt: skip
+    return new
+
+
+def find(conn: Conn, token: str, *, now: int) -> store.Session | None:
+    """The live session of a cookie's token."""
+    return store.session(conn, key_hash(token), now=now)
+
+
+def touch(conn: Conn, session_id: int, *, now: int) -> None:
+    """The session was used: it lasts ``LIFETIME`` from now."""
+    store.touch_session(conn, session_id, now=now, expires_at=now + LIFETIME)
+
+
+def end(conn: Conn, token: str) -> None:
+    store.delete_session(conn, key_hash(token))
