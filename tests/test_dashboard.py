@@ -180,13 +180,14 @@ def test_what_a_request_carried_is_escaped_on_every_page(
         assert "\u202e" not in html, url  # shown as ⟨U+202E⟩, not obeyed
 
 
-def test_costly_campaign_figures_are_reused_for_a_while_and_cheap_ones_never() -> None:
+def test_costly_campaign_figures_are_kept_and_cheap_ones_never() -> None:
     kept = Recent()
     cheap = Figures({}, [], at=100.0, took=0.05)
     costly = Figures({}, [], at=100.0, took=3.0)
     kept.put(1, "cheap", cheap)
     kept.put(1, "big", costly)
-    assert kept.get(1, "cheap", 100.5) is None
-    assert kept.get(1, "big", 129.0) is costly  # reused for 10 × 3 s
-    assert kept.get(2, "big", 101.0) is None  # another user's campaign of that name
-    assert kept.get(1, "big", 131.0) is None
+    assert kept.get(1, "cheap") is None
+    assert kept.get(1, "big") is costly
+    assert kept.get(2, "big") is None  # another user's campaign of that name
+    assert not kept.stale(costly, 129.0)  # fresh for 10 × 3 s
+    assert kept.stale(costly, 131.0)  # then shown, and computed again in the background

@@ -142,10 +142,12 @@ class Figures(NamedTuple):
 
 
 class Recent:
-    """A campaign's figures, kept for a while when they are costly to compute: on a campaign of
-    100,000 recipients they take seconds on SQLite (BENCHMARKS.md), so a page seen again within
-    ``REUSE`` times that cost (at least ``MIN_AGE`` seconds) shows them as of when they were
-    computed, and says so; figures that take under ``CHEAP`` seconds are always fresh."""
+    """A campaign's figures, kept when they are costly to compute: on a campaign of 100,000
+    recipients they take seconds on SQLite (BENCHMARKS.md). A page shows the figures kept, as of
+    when they were computed (and says so); once they are older than ``REUSE`` times their cost
+    (at least ``MIN_AGE`` seconds), the page still shows them, and they are computed again in
+    the background for the next view (``stale``). Figures that take under ``CHEAP`` seconds are
+    never kept: always fresh."""
 
     CHEAP = 0.1
     REUSE = 10
@@ -154,12 +156,13 @@ class Recent:
 
     def __init__(self) -> None:
         self._kept: dict[tuple[int, str], Figures] = {}
+        self.refreshing: set[tuple[int, str]] = set()
 
-    def get(self, user_id: int, name: str, now: float) -> Figures | None:
-        found = self._kept.get((user_id, name))
-        if found is None or now - found.at > max(self.MIN_AGE, self.REUSE * found.took):
-            return None
-        return found
+    def get(self, user_id: int, name: str) -> Figures | None:
+        return self._kept.get((user_id, name))
+
+    def stale(self, figures: Figures, now: float) -> bool:
+        return now - figures.at > max(self.MIN_AGE, self.REUSE * figures.took)
 
     def put(self, user_id: int, name: str, figures: Figures) -> None:
         if figures.took < self.CHEAP:

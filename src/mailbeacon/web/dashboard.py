@@ -8,6 +8,7 @@ are made clickable.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -204,15 +205,40 @@ async def campaign_list(request: Request, me: SignedIn) -> Response:
 async def campaign_page(request: Request, me: SignedIn) -> Response:
     services = _services(request)
     name = request.path_params["name"]
-    found = services.figures.get(me.user_id, name, time.time())
+    found = services.figures.get(me.user_id, name)
     if found is None:
         found = await services.read(charts.figures, me.user_id, name)
         if found is None:
             return page(request, "app/missing.html", me, "campaigns", status=404)
         services.figures.put(me.user_id, name, found)
+    elif services.figures.stale(found, time.time()):
+        _refresh(services, me.user_id, name)
     return page(request, "app/campaign.html", me, "campaigns", name=name, stats=found.stats,
         charts=found.charts, as_of=reports.iso(int(found.at * 1e6)), took=found.took,
     )  # fmt: skip
+
+
+def _refresh(services: Services, user_id: int, name: str) -> None:
+    """Compute a campaign's figures again in the background, once at a time."""
+    key = (user_id, name)
+    if key in services.figures.refreshing:
+        return
+
+    async def refresh() -> None:
+        try:
+            found = await services.read(charts.figures, user_id, name)
+            if found is not None:
+                services.figures.put(user_id, name, found)
+        finally:
+            services.figures.refreshing.discard(key)
+
+    services.figures.refreshing.add(key)
+    task = asyncio.get_running_loop().create_task(refresh())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak ones)
 
 
 @signed_in
