@@ -981,8 +981,8 @@ def section_only(name: str) -> int:
             run = campaign(procs, Path(tmp) / name, CAMPAIGN_RECIPIENTS)
             report, warned, complete = campaign_report(run), campaign_warnings(run), run.complete
         elif name == "dashboard":
-            pages = dashboard(procs, Path(tmp) / name)
-            report, warned, complete = dashboard_report(pages), dashboard_warnings(pages), True
+            shown = dashboard(procs, Path(tmp) / name)
+            report, warned, complete = dashboard_report(shown), dashboard_warnings(shown), True
         else:
             runs = notify_latency(procs, Path(tmp) / name)
             report, warned = latency_report(runs), latency_warnings(runs)
@@ -1014,6 +1014,12 @@ class PageTime:
         return statistics.median(self.times_ms[1:])
 
 
+@dataclass(frozen=True)
+class Dashboard:
+    pages: list[PageTime]
+    keeper_seconds: float  # what computing the large campaign's figures took
+
+
 def _signed_in(base: str) -> urllib.request.OpenerDirector:
     """An opener that carries a signed-in session of the bench user."""
     jar = http.cookiejar.CookieJar()
@@ -1029,7 +1035,7 @@ def _signed_in(base: str) -> urllib.request.OpenerDirector:
     return opener
 
 
-def dashboard(procs: Processes, data: Path) -> list[PageTime]:
+def dashboard(procs: Processes, data: Path) -> Dashboard:
     """A campaign of DASHBOARD_RECIPIENTS with DASHBOARD_HITS hits (replayed), then each page
     requested DASHBOARD_TIMES times by a signed-in user; SQLite."""
     key = add_user(procs, data, None)
@@ -1053,6 +1059,7 @@ def dashboard(procs: Processes, data: Path) -> list[PageTime]:
         "/campaigns/big", "/settings",
     ]  # fmt: skip
     with mailbeacon(procs, data, None) as server:
+        keeper_seconds = _kept_figures(_sqlite(data), "big", started=time.time())
         opener = _signed_in(server.base)
         timed = []
         for path in paths:
@@ -1064,14 +1071,30 @@ def dashboard(procs: Processes, data: Path) -> list[PageTime]:
                     status = response.status
                 times.append((time.perf_counter() - started) * 1000)
             timed.append(PageTime(path, status, times))
-    return timed
+    return Dashboard(timed, keeper_seconds)
 
 
-def dashboard_report(pages: Sequence[PageTime]) -> list[str]:
+def _kept_figures(db: str, campaign: str, started: float) -> float:
+    """Wait until ``serve``'s background keeper has computed the campaign's figures (it does for
+    a large campaign as it starts); what computing them took, in seconds."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+            row = conn.execute(
+                "SELECT took_us FROM campaign_figures WHERE campaign = ? AND computed_at >= ?",
+                (campaign, int(started * 1e6)),
+            ).fetchone()
+        if row is not None:
+            return int(row[0]) / 1e6
+        time.sleep(0.2)
+    raise BenchError(f"the figures of campaign {campaign!r} were not computed in 300 s")
+
+
+def dashboard_report(run: Dashboard) -> list[str]:
     rows = [
         [f"`{p.path}`", str(p.status), f"{p.times_ms[0]:.0f} ms", f"{p.median:.0f} ms",
          f"{max(p.times_ms[1:]):.0f} ms"]
-        for p in pages
+        for p in run.pages
     ]  # fmt: skip
     return [
         "## Dashboard",
@@ -1080,16 +1103,18 @@ def dashboard_report(pages: Sequence[PageTime]) -> list[str]:
         f"{DASHBOARD_HITS:,} hits (`mailbeacon replay`: opens and clicks from varied clients), "
         f"on SQLite; each page requested {DASHBOARD_TIMES} times in a row by a signed-in user "
         f"(urllib on loopback, the whole answer read): the first request, then the median and "
-        "the slowest of the others. A campaign's figures that take more than 0.1 s are kept and "
-        "shown as of when they were computed (and refreshed in the background once older than "
-        "ten times their cost), so only the first view waits for them. "
+        "the slowest of the others. A large campaign's figures (statistics and charts) are "
+        "computed by `serve` in the background as soon as it starts and whenever they are stale "
+        "while someone looks, and pages show them as of then; here that took "
+        f"{run.keeper_seconds:.1f} s, and the pages were timed once it was done. "
         f"Target: under {TARGET_PAGE_MS} ms.",
         "",
         *_table(["page", "status", "first", "median after", "slowest after"], rows),
     ]
 
 
-def dashboard_warnings(pages: Sequence[PageTime]) -> list[str]:
+def dashboard_warnings(run: Dashboard) -> list[str]:
+    pages = run.pages
     return [
         f"dashboard: {p.path} took {t:.0f} ms ({which}), over the {TARGET_PAGE_MS} ms target"
         for p in pages
@@ -1238,7 +1263,7 @@ def render(
     sent: Campaign,
     *,
     notified: Sequence[Latency],
-    pages: Sequence[PageTime],
+    pages: Dashboard,
 ) -> str:
     settings = [
         f"BENCH_{name}={value}"

@@ -3,15 +3,21 @@ and that what a recipient's request carried is shown as text."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from mailbeacon import accounts
+from mailbeacon.store import dashboard as dstore
 from mailbeacon.store.db import Database
-from mailbeacon.web.charts import Figures, Recent
+from mailbeacon.store.writer import Writer
+from mailbeacon.web import charts
+from mailbeacon.web.charts import Keeper
+from mailbeacon.web.services import Services
 from tests.conftest import Persona, path_of, send
 
 PASSWORD = "correct horse battery"  # noqa: S105 (a test user's)
@@ -180,14 +186,28 @@ def test_what_a_request_carried_is_escaped_on_every_page(
         assert "\u202e" not in html, url  # shown as ⟨U+202E⟩, not obeyed
 
 
-def test_costly_campaign_figures_are_kept_and_cheap_ones_never() -> None:
-    kept = Recent()
-    cheap = Figures({}, [], at=100.0, took=0.05)
-    costly = Figures({}, [], at=100.0, took=3.0)
-    kept.put(1, "cheap", cheap)
-    kept.put(1, "big", costly)
-    assert kept.get(1, "cheap") is None
-    assert kept.get(1, "big") is costly
-    assert kept.get(2, "big") is None  # another user's campaign of that name
-    assert not kept.stale(costly, 129.0)  # fresh for 10 × 3 s
-    assert kept.stale(costly, 131.0)  # then shown, and computed again in the background
+def test_large_campaigns_figures_are_computed_before_anyone_looks_and_kept_fresh(
+    client: TestClient, alice: Persona, services: Services, signed_in: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(charts, "LARGE", 2)  # "large": two messages will do here
+    first = send(client, alice, campaign="big", sent_at=LONG_AGO)
+    send(client, alice, to=["b@example.test"], campaign="big", sent_at=LONG_AGO)
+    send(client, alice, campaign="small", sent_at=LONG_AGO)
+    keeper = Keeper(services.db, Writer(services.db))
+    assert asyncio.run(keeper.keep_due()) == 1  # "big" only
+    kept = services.db.read(dstore.kept_figures, alice.id, "big")
+    assert kept is not None
+    hit(client, first)  # after they were computed
+    page = client.get("/campaigns/big").text
+    assert 'id="unique-opens">0<' in page  # as kept
+    assert asyncio.run(keeper.keep_due()) == 0  # viewed, but fresh for at least 10 s
+    later = int(time.time() * 1e6) + 11_000_000
+    monkeypatch.setattr(time, "time", lambda: later / 1e6)
+    assert asyncio.run(keeper.keep_due()) == 1  # viewed lately and stale: computed again
+    assert 'id="unique-opens">1<' in client.get("/campaigns/big").text
+    figures = charts.Figures.kept(services.db.read(dstore.kept_figures, alice.id, "big"))
+    api = client.get("/api/v1/campaigns/big/stats", headers=alice.auth).json()
+    assert figures.stats == api
+    assert charts.stale(figures, later + 11_000_000)
+    assert not charts.stale(figures, figures.at + 9_000_000)

@@ -176,3 +176,54 @@ def mark_self(
         (reasons, now, hit_id, message_id, user_id),
     )
     return row is not None
+
+
+class Kept(NamedTuple):
+    computed_at: int
+    took_us: int
+    figures: str  # JSON
+
+
+def kept_figures(conn: Conn, user_id: int, campaign: str) -> Kept | None:
+    row = conn.one(
+        "SELECT computed_at, took_us, figures FROM campaign_figures "
+        "WHERE user_id = ? AND campaign = ?",
+        (user_id, campaign),
+    )
+    return Kept(int(row[0]), int(row[1]), row[2]) if row else None
+
+
+def keep_figures(
+    conn: Conn, user_id: int, campaign: str, *, computed_at: int, took_us: int, figures: str
+) -> None:
+    conn.execute(
+        "INSERT INTO campaign_figures (user_id, campaign, computed_at, took_us, figures) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, campaign) DO UPDATE SET "
+        "computed_at = excluded.computed_at, took_us = excluded.took_us, "
+        "figures = excluded.figures",
+        (user_id, campaign, computed_at, took_us, figures),
+    )
+
+
+def viewed(conn: Conn, user_id: int, campaign: str, at: int) -> None:
+    conn.execute(
+        "UPDATE campaign_figures SET viewed_at = ? WHERE user_id = ? AND campaign = ?",
+        (at, user_id, campaign),
+    )
+
+
+def figures_due(
+    conn: Conn, *, now: int, min_messages: int, min_age: int, reuse: int, watched_since: int
+) -> list[tuple[int, str]]:
+    """(user, campaign) whose figures should be computed in the background: large campaigns
+    without any yet, and those looked at lately whose figures are older than ``reuse`` times
+    their cost (at least ``min_age`` µs)."""
+    rows = conn.execute(
+        "SELECT m.user_id, m.campaign FROM messages m LEFT JOIN campaign_figures f "
+        "ON f.user_id = m.user_id AND f.campaign = m.campaign WHERE m.campaign IS NOT NULL "
+        "GROUP BY m.user_id, m.campaign, f.computed_at, f.took_us, f.viewed_at "
+        "HAVING (f.computed_at IS NULL AND COUNT(*) >= ?) OR (f.viewed_at >= ? "
+        "AND ? - f.computed_at > CASE WHEN f.took_us * ? > ? THEN f.took_us * ? ELSE ? END)",
+        (min_messages, watched_since, now, reuse, min_age, reuse, min_age),
+    )
+    return [(int(r[0]), str(r[1])) for r in rows]

@@ -270,4 +270,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX login_failures_by_time ON login_failures (at)
         """,
     ),
+    Migration(
+        7,
+        "campaign figures",
+        """
+        -- A campaign's statistics and charts as last computed (web.charts): a large campaign's
+        -- take seconds, so serve keeps them fresh in the background and pages show them.
+        CREATE TABLE campaign_figures (
+            user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            campaign TEXT NOT NULL,
+            computed_at BIGINT NOT NULL,
+            took_us BIGINT NOT NULL,         -- what computing them cost
+            viewed_at BIGINT,                -- the last page view: kept fresh while looked at
+            figures TEXT NOT NULL,           -- JSON
+            PRIMARY KEY (user_id, campaign)
+        )
+        """,
+    ),
 )

@@ -77,6 +77,7 @@ class App:
             services.deliverer.start()
             services.notifier.start()
             services.dispatcher.start()
+            services.keeper.start()
             refresher = Refresher(services.apple).start()
             relay = await RelayServer.start(services) if services.settings.smtp_listen else None
             try:
@@ -85,6 +86,7 @@ class App:
                 if relay is not None:  # first: what it is queueing commits before the writer stops
                     await relay.stop()
                 refresher.stop()
+                await services.keeper.stop()
                 await services.dispatcher.stop()
                 await services.notifier.stop()
                 await services.deliverer.stop()

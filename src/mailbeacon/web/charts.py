@@ -4,13 +4,23 @@ same numbers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
 import time
 from typing import Any, NamedTuple
 
+import anyio.to_thread
+
 from mailbeacon import reports
+from mailbeacon.background import Background
 from mailbeacon.store import dashboard as store
 from mailbeacon.store import queries
-from mailbeacon.store.db import Conn
+from mailbeacon.store.db import Conn, Database
+from mailbeacon.store.writer import Writer
+
+log = logging.getLogger(__name__)
 
 HOUR = 3600 * 1_000_000  # µs
 DAY = 24 * HOUR
@@ -137,49 +147,50 @@ def links(conn: Conn, user_id: int, campaign: str) -> Chart:
 class Figures(NamedTuple):
     stats: dict[str, Any]
     charts: list[Chart]
-    at: float  # time.time() when they were computed
+    at: int  # µs, when they were computed
     took: float  # seconds it took
 
+    def json(self) -> str:
+        charts = [{**c._asdict(), "bars": [b._asdict() for b in c.bars]} for c in self.charts]
+        return json.dumps({"stats": self.stats, "charts": charts}, ensure_ascii=False)
 
-class Recent:
-    """A campaign's figures, kept when they are costly to compute: on a campaign of 100,000
-    recipients they take seconds on SQLite (BENCHMARKS.md). A page shows the figures kept, as of
-    when they were computed (and says so); once they are older than ``REUSE`` times their cost
-    (at least ``MIN_AGE`` seconds), the page still shows them, and they are computed again in
-    the background for the next view (``stale``). Figures that take under ``CHEAP`` seconds are
-    never kept: always fresh."""
-
-    CHEAP = 0.1
-    REUSE = 10
-    MIN_AGE = 10.0
-    SIZE = 64  # campaigns kept
-
-    def __init__(self) -> None:
-        self._kept: dict[tuple[int, str], Figures] = {}
-        self.refreshing: set[tuple[int, str]] = set()
-
-    def get(self, user_id: int, name: str) -> Figures | None:
-        return self._kept.get((user_id, name))
-
-    def stale(self, figures: Figures, now: float) -> bool:
-        return now - figures.at > max(self.MIN_AGE, self.REUSE * figures.took)
-
-    def put(self, user_id: int, name: str, figures: Figures) -> None:
-        if figures.took < self.CHEAP:
-            return
-        if len(self._kept) >= self.SIZE:
-            self._kept.pop(next(iter(self._kept)))
-        self._kept[user_id, name] = figures
+    @classmethod
+    def kept(cls, kept: store.Kept) -> Figures:
+        data = json.loads(kept.figures)
+        charts = [Chart(**{**c, "bars": [Bar(**b) for b in c["bars"]]}) for c in data["charts"]]
+        return cls(data["stats"], charts, kept.computed_at, kept.took_us / 1e6)
 
 
-def figures(conn: Conn, user_id: int, name: str) -> Figures | None:
-    """A campaign's statistics and charts; None when the user has no such campaign."""
+# A campaign's figures cost seconds on a campaign of 100,000 recipients on SQLite (BENCHMARKS.md):
+# those that take over CHEAP seconds are kept in the store, pages show them as of when they were
+# computed, and ``Keeper`` computes them again in the background: for large campaigns before
+# anyone looks, and for campaigns looked at lately once older than REUSE times their cost.
+CHEAP = 0.1  # seconds
+REUSE = 10
+MIN_AGE = 10 * 1_000_000  # µs
+LARGE = 10_000  # messages: a campaign this large gets its figures before its first view
+WATCHED = 3600 * 1_000_000  # µs: a campaign viewed this recently is kept fresh
+
+
+def compute(conn: Conn, user_id: int, name: str) -> Figures | None:
+    """A campaign's statistics and charts now; None when the user has no such campaign."""
     started = time.time()
     found = reports.stats(conn, queries.Scope(user_id, campaign=name))
     if not found:
         return None
     charts = campaign(conn, user_id, name, found[0])
-    return Figures(found[0], charts, started, time.time() - started)
+    return Figures(found[0], charts, int(started * 1e6), time.time() - started)
+
+
+def keep(conn: Conn, user_id: int, name: str, figures: Figures) -> None:
+    store.keep_figures(
+        conn, user_id, name, computed_at=figures.at, took_us=int(figures.took * 1e6),
+        figures=figures.json(),
+    )  # fmt: skip
+
+
+def stale(figures: Figures, now: int) -> bool:
+    return now - figures.at > max(MIN_AGE, REUSE * figures.took * 1e6)
 
 
 def campaign(conn: Conn, user_id: int, name: str, stats: dict[str, Any]) -> list[Chart]:
@@ -193,3 +204,54 @@ def campaign(conn: Conn, user_id: int, name: str, stats: dict[str, Any]) -> list
         clients(stats),
         links(conn, user_id, name),
     ]
+
+
+class Keeper(Background):
+    """Computes campaigns' figures in the background of ``serve`` (see ``CHEAP``): as it
+    starts, every ``poll`` seconds, and when poked (a page showed stale figures). Stopping
+    lets a round in progress finish: its reads run on threads that cancelling would orphan."""
+
+    def __init__(self, db: Database, writer: Writer, poll: float = 30.0) -> None:
+        self.db = db
+        self.writer = writer
+        self.poll = poll
+        self._stopping = False
+        super().__init__()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self.keep_due()
+            except Exception:
+                log.exception("computing campaign figures failed; they are tried again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+            self._wake.clear()
+
+    async def keep_due(self) -> int:
+        """Compute and keep the figures that are due; how many."""
+        now = int(time.time() * 1e6)
+        due = await anyio.to_thread.run_sync(
+            lambda: self.db.read(
+                store.figures_due,
+                now=now,
+                min_messages=LARGE,
+                min_age=MIN_AGE,
+                reuse=REUSE,
+                watched_since=now - WATCHED,
+            )
+        )
+        for user_id, name in due:
+            if self._stopping:
+                break
+            found = await anyio.to_thread.run_sync(self.db.read, compute, user_id, name)
+            if found is not None:
+                await self.writer.run(keep, user_id, name, found)
+        return len(due)

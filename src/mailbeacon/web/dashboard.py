@@ -8,9 +8,7 @@ are made clickable.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -205,40 +203,22 @@ async def campaign_list(request: Request, me: SignedIn) -> Response:
 async def campaign_page(request: Request, me: SignedIn) -> Response:
     services = _services(request)
     name = request.path_params["name"]
-    found = services.figures.get(me.user_id, name)
-    if found is None:
-        found = await services.read(charts.figures, me.user_id, name)
-        if found is None:
+    kept = await services.read(store.kept_figures, me.user_id, name)
+    if kept is not None:
+        found = charts.Figures.kept(kept)
+    else:
+        computed = await services.read(charts.compute, me.user_id, name)
+        if computed is None:
             return page(request, "app/missing.html", me, "campaigns", status=404)
-        services.figures.put(me.user_id, name, found)
-    elif services.figures.stale(found, time.time()):
-        _refresh(services, me.user_id, name)
+        found = computed
+        if found.took >= charts.CHEAP:
+            await services.writer.run(charts.keep, me.user_id, name, found)
+    await services.writer.run(store.viewed, me.user_id, name, now_us())  # kept ones stay fresh
+    if charts.stale(found, now_us()):
+        services.keeper.poke()
     return page(request, "app/campaign.html", me, "campaigns", name=name, stats=found.stats,
-        charts=found.charts, as_of=reports.iso(int(found.at * 1e6)), took=found.took,
+        charts=found.charts, as_of=reports.iso(found.at), took=found.took,
     )  # fmt: skip
-
-
-def _refresh(services: Services, user_id: int, name: str) -> None:
-    """Compute a campaign's figures again in the background, once at a time."""
-    key = (user_id, name)
-    if key in services.figures.refreshing:
-        return
-
-    async def refresh() -> None:
-        try:
-            found = await services.read(charts.figures, user_id, name)
-            if found is not None:
-                services.figures.put(user_id, name, found)
-        finally:
-            services.figures.refreshing.discard(key)
-
-    services.figures.refreshing.add(key)
-    task = asyncio.get_running_loop().create_task(refresh())
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak ones)
 
 
 @signed_in

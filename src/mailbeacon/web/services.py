@@ -4,7 +4,7 @@ classifier with Apple's relay list and the settler, and the deliverer of the out
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
@@ -23,7 +23,7 @@ from mailbeacon.settings import Settings
 from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.writer import Writer
 from mailbeacon.tracking.tokens import Signer
-from mailbeacon.web.charts import Recent
+from mailbeacon.web.charts import Keeper
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -42,7 +42,7 @@ class Services:
     notifier: Notifier
     hub: Hub  # wakes the live streams
     dispatcher: Dispatcher  # delivers webhooks; poke() it after publishing events
-    figures: Recent = field(default_factory=Recent)  # the campaign pages' costly figures
+    keeper: Keeper  # computes large campaigns' figures in the background
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -68,7 +68,7 @@ class Services:
         writer.stored = settler.settled = notifier.poke
         return cls(
             settings, db, writer, signer, apple, classifier, settler, deliverer,
-            notifier, hub, dispatcher,
+            notifier, hub, dispatcher, Keeper(db, writer),
         )  # fmt: skip
 
     async def read(self, fn: Callable[Concatenate[Conn, P], T], *a: P.args, **kw: P.kwargs) -> T:
