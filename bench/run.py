@@ -1058,8 +1058,9 @@ def dashboard(procs: Processes, data: Path) -> Dashboard:
         "/messages?q=reader99999", f"/messages/{messages[0]['id']}", "/campaigns",
         "/campaigns/big", "/settings",
     ]  # fmt: skip
+    started = time.time()
     with mailbeacon(procs, data, None) as server:
-        keeper_seconds = _kept_figures(_sqlite(data), "big", started=time.time())
+        keeper_seconds = _kept_figures(_sqlite(data), "big", started)
         opener = _signed_in(server.base)
         timed = []
         for path in paths:

@@ -127,6 +127,12 @@ def test_a_campaigns_charts_say_what_the_api_says_and_hits_arrive_live(
     fetch(messages[2]["pixel_url"], "Mozilla/5.0", "104.28.28.1")  # Apple's prefetch
     fetch(messages[3]["pixel_url"], "")  # a scanner without a User-Agent
     fetch(messages[0]["links"][0]["tracked_url"], THUNDERBIRD)
+    # Notifications, allowed: record what the page shows (a headless browser has no desktop).
+    page.add_init_script(
+        "window.shown = []; window.Notification = function (title, options) {"
+        " window.shown.push(title + ' | ' + options.body); };"
+        " window.Notification.permission = 'granted';"
+    )
     sign_in(page, server, db, alice)
     shot(page, "overview")
     page.goto(server.url + "/campaigns/spring")
@@ -150,6 +156,8 @@ def test_a_campaigns_charts_say_what_the_api_says_and_hits_arrive_live(
     item.wait_for(timeout=15_000)
     assert "opened" in item.inner_text()
     assert "Thunderbird (desktop, Windows 10)" in item.inner_text()
+    shown = page.evaluate("window.shown")
+    assert "reader4@example.test opened “Spring sale” | Thunderbird (desktop, Windows 10)" in shown
     shot(page, "campaign")
 
 
