@@ -695,3 +695,20 @@ def lift_suppression(conn: Conn, user_id: int, address: str) -> bool:
         (user_id, address.lower()),
     )
     return bool(rows)
+
+
+# --- operations -----------------------------------------------------------------------------
+
+
+def queue_depths(conn: Conn) -> dict[str, int]:
+    """What waits in the store's queues: copies to send, webhook deliveries (pending, and given
+    up on), hits to notify, and disabled webhook endpoints."""
+    row = conn.one(
+        "SELECT (SELECT COUNT(*) FROM outbound WHERE state = 'queued'), "
+        "(SELECT COUNT(*) FROM deliveries WHERE state = 'pending'), "
+        "(SELECT COUNT(*) FROM deliveries WHERE state = 'failed'), "
+        "(SELECT COUNT(*) FROM hit_outbox), "
+        "(SELECT COUNT(*) FROM webhooks WHERE NOT enabled)"
+    )
+    names = ("outbound", "deliveries", "deliveries_failed", "hit_outbox", "webhooks_disabled")
+    return dict(zip(names, (int(v) for v in row or (0,) * len(names)), strict=True))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -50,12 +51,14 @@ class _Batch:
 
 class Writer:
     """``hold``: µs a hit close to sending is held before it notifies (``--settle-seconds``);
-    ``stored`` is called after each batch of hits is committed."""
+    ``stored`` is called after each batch of hits is committed, and ``observe`` with each batch,
+    the seconds its commit took, and whether it failed (metrics)."""
 
     def __init__(self, db: Database, *, hold: int = DEFAULT_HOLD) -> None:
         self.db = db
         self.hold = hold
         self.stored: Callable[[], None] = lambda: None
+        self.observe: Callable[[Sequence[Sequence[Any]], float, bool], None] = lambda *a: None
         self._batch: _Batch | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._sqlite: Conn | None = None
@@ -102,6 +105,7 @@ class Writer:
         try:
             while self._batch is not None:
                 batch, self._batch = self._batch, None
+                started = time.perf_counter()
                 try:
                     await self._store(batch.rows)
                 except Exception as exc:
@@ -110,6 +114,7 @@ class Writer:
                 else:
                     outcome = None
                     self.stored()
+                self.observe(batch.rows, time.perf_counter() - started, outcome is not None)
                 for future in batch.waiters:
                     if future.done():  # its request was cancelled (the client went away)
                         continue

@@ -18,6 +18,7 @@ from mailbeacon.web.auth import ROUTES as AUTH_ROUTES
 from mailbeacon.web.dashboard import ROUTES as DASHBOARD_ROUTES
 from mailbeacon.web.keys import ROUTES as KEY_ROUTES
 from mailbeacon.web.mute import ROUTES as MUTE_ROUTES
+from mailbeacon.web.ops import ROUTES as OPS_ROUTES
 from mailbeacon.web.services import Services
 from mailbeacon.web.stream import ROUTES as STREAM_ROUTES
 from mailbeacon.web.tracking import SELF_COOKIE, Receive, Scope, Send, TrackingRoutes
@@ -29,10 +30,6 @@ ROBOTS = "User-agent: *\nDisallow: /o/\nDisallow: /c/\nDisallow: /u/\nDisallow: 
 
 async def robots(request: Request) -> Response:
     return PlainTextResponse(ROBOTS)
-
-
-async def healthz(request: Request) -> Response:
-    return PlainTextResponse("ok\n")
 
 
 async def mark_browser(request: Request) -> Response:
@@ -100,7 +97,7 @@ class App:
                 *WEBHOOK_ROUTES,
                 *STREAM_ROUTES,
                 Route("/robots.txt", robots),
-                Route("/healthz", healthz),
+                *OPS_ROUTES,
                 Route("/self/{mark}", mark_browser),
                 *UNSUBSCRIBE_ROUTES,
                 *MUTE_ROUTES,

@@ -24,6 +24,7 @@ from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.writer import Writer
 from mailbeacon.tracking.tokens import Signer
 from mailbeacon.web.charts import Keeper
+from mailbeacon.web.ops import Metrics
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -43,6 +44,7 @@ class Services:
     hub: Hub  # wakes the live streams
     dispatcher: Dispatcher  # delivers webhooks; poke() it after publishing events
     keeper: Keeper  # computes large campaigns' figures in the background
+    metrics: Metrics
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -66,9 +68,11 @@ class Services:
         notifier = Notifier(writer, mailer=mailer, published=published)
         settler = Settler(db, writer)
         writer.stored = settler.settled = notifier.poke
+        metrics = Metrics(db)
+        writer.observe = metrics.observe
         return cls(
             settings, db, writer, signer, apple, classifier, settler, deliverer,
-            notifier, hub, dispatcher, Keeper(db, writer),
+            notifier, hub, dispatcher, Keeper(db, writer), metrics,
         )  # fmt: skip
 
     async def read(self, fn: Callable[Concatenate[Conn, P], T], *a: P.args, **kw: P.kwargs) -> T:
