@@ -19,6 +19,12 @@ class Background:
     def poke(self) -> None:
         self._wake.set()
 
+    async def _woken(self, timeout: float | None = None) -> None:
+        """Until poked (or ``timeout`` seconds have passed); the poke is then used up."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

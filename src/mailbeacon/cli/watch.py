@@ -6,7 +6,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.live import Live
@@ -14,36 +14,21 @@ from rich.table import Table
 from rich.text import Text
 
 from mailbeacon.cli.common import acting_user, console, fail, open_db, with_settings
-from mailbeacon.notify.alerts import device, duration
+from mailbeacon.notify.alerts import summary
 from mailbeacon.notify.events import EVENT_TYPES, payload
 from mailbeacon.notify.stream import PAGE, POLL, STREAM_TYPES
 from mailbeacon.settings import Settings
 from mailbeacon.store import notify as store
 
 ROWS = 25  # the newest events shown
-WHAT = {
-    "email.opened": "opened",
-    "email.clicked": "clicked",
-    "email.hit": "hit",
-    "email.bounced": "bounced",
-    "email.unsubscribed": "unsubscribed",
-}
 
 
 def _row(event: store.Event) -> list[Text]:
     """One event as table cells; every cell is plain text (recipients, subjects and clients
     come from mail and requests: no markup is read into them)."""
-    data: dict[str, Any] = json.loads(event.data)
-    seconds = data.get("seconds_after_sending")
-    what = WHAT[event.type] + (f" ({data['verdict']})" if event.type == "email.hit" else "")
-    cells = [
-        time.strftime("%H:%M:%S", time.localtime(event.created_at / 1e6)),
-        what,
-        data.get("recipient", ""),
-        data.get("subject", ""),
-        device(data["client"]) if "client" in data else data.get("error", ""),
-        duration(seconds) if seconds is not None else "",
-    ]
+    seen = summary(event.type, event.created_at, json.loads(event.data))
+    at = time.strftime("%H:%M:%S", time.localtime(event.created_at / 1e6))
+    cells = [at, seen["what"], seen["recipient"], seen["subject"], seen["device"], seen["after"]]
     return [Text(c, overflow="ellipsis", no_wrap=True) for c in cells]
 
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid, parseaddr
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from mailbeacon.notify.events import Client, HitData
 from mailbeacon.relay.queue import Outgoing, enqueue
+from mailbeacon.reports import iso
 from mailbeacon.store import notify as store
 from mailbeacon.store.db import Conn
 from mailbeacon.tracking.tokens import Signer
@@ -76,6 +77,26 @@ def device(client: Client) -> str:
     name = client.get("name") or "an unknown client"
     details = ", ".join(v for v in (client.get("type", ""), client.get("os", "")) if v)
     return f"{name} ({details})" if details else name
+
+
+def summary(event_type: str, created_at: int, data: dict[str, Any]) -> dict[str, Any]:
+    """An event as a person reads it in a list (the dashboard's feed, ``mailbeacon watch``):
+    what happened, when, to whom and about what, on which client (or why it bounced), and how
+    long after sending."""
+    what = event_type.removeprefix("email.")
+    if event_type == "email.hit":
+        what += f" ({data['verdict']})"
+    seconds = data.get("seconds_after_sending")
+    return {
+        "what": what,
+        "time": iso(created_at),
+        "recipient": data.get("recipient", ""),
+        "subject": data.get("subject", ""),
+        "campaign": data.get("campaign"),
+        "message_id": data.get("message_id"),
+        "device": device(data["client"]) if "client" in data else data.get("error", ""),
+        "after": duration(seconds) if seconds is not None else "",
+    }
 
 
 def describe(data: HitData) -> str:

@@ -24,7 +24,6 @@ LOCKED``: several nodes notify side by side, each hit once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -160,9 +159,7 @@ class Notifier(Background):
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll)
-            self._wake.clear()
+            await self._woken(self.poll)
             try:
                 await self.notify_due()
             except Exception:

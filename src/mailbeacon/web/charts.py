@@ -4,8 +4,6 @@ same numbers."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -231,9 +229,7 @@ class Keeper(Background):
                 await self.keep_due()
             except Exception:
                 log.exception("computing campaign figures failed; they are tried again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll)
-            self._wake.clear()
+            await self._woken(self.poll)
 
     async def keep_due(self) -> int:
         """Compute and keep the figures that are due; how many."""

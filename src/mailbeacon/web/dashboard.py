@@ -21,7 +21,7 @@ from mailbeacon import reports
 from mailbeacon.accounts import now_us
 from mailbeacon.classify.apple import AppleEgress
 from mailbeacon.notify import webhooks
-from mailbeacon.notify.alerts import MODES, device, duration
+from mailbeacon.notify.alerts import MODES, device, duration, summary
 from mailbeacon.notify.events import EVENT_TYPES
 from mailbeacon.notify.stream import STREAM_TYPES
 from mailbeacon.store import dashboard as store
@@ -71,27 +71,13 @@ def web_url(url: str | None) -> str | None:
     return None
 
 
-def _event_row(event_type: str, created_at: int, data: dict[str, Any]) -> dict[str, Any]:
-    """An event as the feed shows it."""
-    return {
-        "type": event_type.removeprefix("email."),
-        "time": reports.iso(created_at),
-        "recipient": data.get("recipient", ""),
-        "subject": data.get("subject", ""),
-        "campaign": data.get("campaign"),
-        "message_id": data.get("message_id"),
-        "device": device(data["client"]) if "client" in data else data.get("error", ""),
-        "after": duration(data["seconds_after_sending"]) if "seconds_after_sending" in data else "",
-    }
-
-
 @signed_in
 async def overview(request: Request, me: SignedIn) -> Response:
     services = _services(request)
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     today = await services.read(store.human_today, me.user_id, int(midnight.timestamp() * 1e6))
     latest = await services.read(store.latest_events, me.user_id, RECENT, STREAM_TYPES)
-    feed = [_event_row(e.type, e.created_at, json.loads(e.data)) for e in latest]
+    feed = [summary(e.type, e.created_at, json.loads(e.data)) for e in latest]
     return page(request, "app/overview.html", me, "overview", today=today, feed=feed)
 
 

@@ -12,8 +12,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from mailbeacon.store import notify
-from mailbeacon.web.pages import HEADERS, page, small_body
+from mailbeacon.web.pages import HEADERS, MAX_BODY, page
 from mailbeacon.web.services import Services
+from mailbeacon.web.views import small_body
 
 
 def _page(state: str, found: tuple[str, str] | None, status: int = 200) -> Response:
@@ -32,7 +33,7 @@ async def show(request: Request) -> Response:
 
 async def confirm(request: Request) -> Response:
     services: Services = request.app.state.services
-    if await small_body(request) is None:
+    if await small_body(request, MAX_BODY) is None:
         return PlainTextResponse("body too large\n", status_code=413, headers=HEADERS)
     target = services.signer.verify("m", request.path_params["token"])
     found = None

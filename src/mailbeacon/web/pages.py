@@ -10,7 +10,6 @@ import hashlib
 from typing import Any
 
 from markupsafe import Markup
-from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from mailbeacon.web.views import TEMPLATES
@@ -41,13 +40,3 @@ def page(template: str, status: int = 200, **values: Any) -> HTMLResponse:
         **values,
     )
     return HTMLResponse(html, status_code=status, headers=HEADERS)
-
-
-async def small_body(request: Request) -> bytes | None:
-    """The request's body, or None when it is over ``MAX_BODY``."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            return None
-    return bytes(body)

@@ -58,17 +58,25 @@ class FormTooLarge(Exception):
     pass
 
 
+async def small_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None as soon as it is over ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 async def form(request: Request) -> FormData:
     """The request's url-encoded form (read once, then kept); empty for another content type.
     Raises ``FormTooLarge`` past ``MAX_FORM`` bytes."""
     kept: FormData | None = getattr(request.state, "form", None)
     if kept is not None:
         return kept
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM:
-            raise FormTooLarge
+    body = await small_body(request, MAX_FORM)
+    if body is None:
+        raise FormTooLarge
     fields: list[tuple[str, str | UploadFile]] = []
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         fields.extend(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
