@@ -8,12 +8,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
+from mailbeacon.accounts import now_us
 from mailbeacon.classify.apple import AppleEgress
 from mailbeacon.classify.pipeline import Classifier
+from mailbeacon.classify.settle import settle_all
 from mailbeacon.ingest.replay import Replayer
 from mailbeacon.settings import Settings
+from mailbeacon.store import queries
 from mailbeacon.store.db import Database
 from mailbeacon.tracking.tokens import Signer
 from mailbeacon.web.services import Services
@@ -111,3 +115,55 @@ def test_a_marked_browser_is_the_senders_own(client: TestClient, alice: Persona)
     assert (hit["verdict"], hit["reasons"][0]["rule"]) == ("self", "sender_browser")
     client.cookies.clear()
     assert client.get("/self/forged").status_code == 404
+
+
+def test_a_click_committed_after_a_later_one_is_still_settled(
+    client: TestClient, alice: Persona, settings: Settings, db: Database
+) -> None:
+    """Two nodes on one PostgreSQL: the first click of a sweep takes its id first and commits
+    last. Settling in between sees only the second; the first is settled once it commits."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: ids are committed in the order they are taken")
+    message = send(client, alice, html=HTML, sent_at=SENT.isoformat())
+    links = [link["tracked_url"] for link in message["links"]]
+    classifier = Classifier(AppleEgress(settings.data, override=settings.apple_egress))
+    replayer = Replayer(db, Signer(settings.secrets), classifier)
+    first, second = (replayer.row(line(links[n], 40 + n * 0.1, GATEWAY)) for n in range(2))
+    slow, fast = db.connect(), db.connect()
+    try:
+        with db.transaction(slow) as on_slow:
+            queries.insert_hits(on_slow, [first])  # its id is taken, not yet committed
+            with db.transaction(fast) as on_fast:
+                queries.insert_hits(on_fast, [second])
+            assert settle_all(db, now_us()) == 0  # one link alone is no sweep
+    finally:
+        slow.raw.close()
+        fast.raw.close()
+    assert settle_all(db, now_us()) == 2
+    assert [h["verdict"] for h in hits_of(client, alice, message)] == ["machine"] * 2
+
+
+def test_two_settlers_take_different_clicks(
+    client: TestClient, alice: Persona, settings: Settings, db: Database
+) -> None:
+    """A settler's clicks stay locked until its transaction ends: another node's settler
+    passes over them (PostgreSQL), and every click is settled once."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    message = send(client, alice, html=HTML, sent_at=SENT.isoformat())
+    links = [link["tracked_url"] for link in message["links"]]
+    replay(settings, db, [line(url, 4000 + n * 60, "198.51.100.20") for n, url in enumerate(links)])
+    # Queue the four clicks again, as if just stored.
+    db.write(
+        lambda c: c.execute("INSERT INTO settle_queue SELECT id FROM hits WHERE kind = 'click'")
+    )
+    holder = db.connect()
+    try:
+        with db.transaction(holder) as conn:
+            taken = {c.id for c in queries.queued_clicks(conn, 2)}
+            other = {c.id for c in db.write(queries.queued_clicks, 10)}  # another node, meanwhile
+    finally:
+        holder.raw.close()
+    assert len(taken) == 2
+    assert len(other) == 2
+    assert not taken & other

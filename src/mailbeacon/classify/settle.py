@@ -11,9 +11,11 @@ So once clicks arrive, the message's recent hits are looked at together:
   fetcher, no mail client, no proxy) between sending and the sweep, are the gateway's own look
   at the message: revised too.
 
-Settling works through new clicks in id order and remembers how far it got (``settle_state``),
-so it survives restarts; revising is idempotent, so two settlers (``serve`` and a ``replay``
-beside it) never disagree.
+Every click is queued for settling with its hit (``settle_queue``) and leaves the queue once
+settled, in the transaction that writes the revisions: settling survives restarts, and on
+PostgreSQL the settlers of several nodes each lock the clicks they take (``SKIP LOCKED``), so
+every click is settled once. Revising is idempotent, so two settlers that read the same hits
+(``serve`` and a ``replay`` beside it on SQLite) never disagree.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import anyio.to_thread
 
@@ -43,6 +46,7 @@ SWEEP_SPAN = SECOND  # all links of a sweep within one second
 SWEEP_LINKS = 2  # distinct links; a person follows one, then reads
 LOOKBACK = 15 * 60 * SECOND  # how far before a sweep its gateway's pixel fetch is looked for
 MAX_CONTEXT = 5000  # hits of one message read at once, at most
+ROUND = 2000  # clicks settled in one transaction
 # Pixel fetches that name a mail client or a proxy are the person, even between sending and a
 # gateway's sweep; the others in that span are the gateway.
 NAMED = frozenset({"gmail_proxy", "yahoo_proxy", "apple_mpp", "outlook_web", "prefetch", "sender"})
@@ -127,12 +131,16 @@ def _changes(revision: Revision, hits: Iterable[queries.SettleHit]) -> bool:
     return not (hit.verdict == "machine" and hit.revised_by == RULE)
 
 
-def settle_pending(conn: Conn, limit: int = 20_000) -> tuple[list[Revision], int] | None:
-    """Revisions owed to the clicks not yet settled, and the hit id settled up to; None when
-    no hit arrived since the last time."""
-    cursor = queries.settled_up_to(conn)
-    clicks, up_to = queries.clicks_after(conn, cursor, limit)
-    if up_to <= cursor:
+class Pending(NamedTuple):
+    revisions: list[Revision]
+    clicks: list[int]  # the queued clicks they settle
+
+
+def settle_pending(conn: Conn, limit: int = ROUND) -> Pending | None:
+    """Revisions owed to the oldest clicks of the settle queue (on PostgreSQL locked until the
+    transaction ends); None when the queue is empty."""
+    clicks = queries.queued_clicks(conn, limit)
+    if not clicks:
         return None
     found: list[Revision] = []
     for message_id, (first, last) in _spans(clicks).items():
@@ -148,7 +156,7 @@ def settle_pending(conn: Conn, limit: int = 20_000) -> tuple[list[Revision], int
         end = max(s[-1].at for s in found_sweeps)
         opens = queries.hits_near(conn, message_id, start - LOOKBACK, end, MAX_CONTEXT, kind="open")
         found += revisions(near.sent_at, near.hits + opens.hits)
-    return found, up_to
+    return Pending(found, [c.id for c in clicks])
 
 
 def _spans(clicks: Sequence[queries.SettleHit]) -> dict[str, tuple[int, int]]:
@@ -159,18 +167,20 @@ def _spans(clicks: Sequence[queries.SettleHit]) -> dict[str, tuple[int, int]]:
     return spans
 
 
-def apply(conn: Conn, found: Sequence[Revision], up_to: int, now: int) -> None:
-    """Write the revisions and move the settled mark, in the caller's transaction."""
-    queries.revise_hits(conn, found, RULE, now)
-    queries.mark_settled(conn, up_to)
+def apply(conn: Conn, pending: Pending, now: int) -> None:
+    """Write the revisions and take their clicks out of the queue, in the caller's
+    transaction."""
+    queries.revise_hits(conn, pending.revisions, RULE, now)
+    queries.mark_settled(conn, pending.clicks)
 
 
 def _round(conn: Conn, now: int) -> int | None:
+    """One round in one transaction: the queued clicks stay locked from reading to settling."""
     pending = settle_pending(conn)
     if pending is None:
         return None
-    apply(conn, *pending, now)
-    return len(pending[0])
+    apply(conn, pending, now)
+    return len(pending.revisions)
 
 
 def settle_all(db: Database, now: int) -> int:
@@ -209,6 +219,13 @@ class Settler(Background):
                 log.exception("settling failed; it is tried again with the next click")
 
     async def settle(self) -> None:
+        if self.db.dialect == "postgresql":
+            # A round in a transaction of its own on a thread: the clicks locked while they are
+            # settled keep the other nodes' settlers off them.
+            while await self.writer.run(_round, now_us()) is not None:
+                pass
+            return
+        # SQLite's writes run on the event loop: the reading is done on a reader thread first
+        # (this process is the only settler that writes there; a replay beside it agrees).
         while (pending := await anyio.to_thread.run_sync(self.db.read, settle_pending)) is not None:
-            found, up_to = pending
-            await self.writer.run(apply, found, up_to, now_us())
+            await self.writer.run(apply, pending, now_us())

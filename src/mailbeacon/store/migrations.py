@@ -287,4 +287,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    Migration(
+        8,
+        "settle queue",
+        """
+        -- The clicks settling has still to look at (classify.settle), written with the hit. It
+        -- replaces a cursor over hit ids: with several nodes on one PostgreSQL, ids are taken in
+        -- one order and committed in another, and a cursor could pass a click not yet committed.
+        CREATE TABLE settle_queue (
+            hit_id BIGINT PRIMARY KEY
+        );
+        INSERT INTO settle_queue (hit_id) SELECT id FROM hits WHERE kind = 'click'
+            AND id > (SELECT settled_up_to FROM settle_state WHERE id = 1);
+        DROP TABLE settle_state
+        """,
+    ),
 )

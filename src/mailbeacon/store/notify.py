@@ -197,7 +197,7 @@ _DUE = (
     "JOIN recipients r ON r.id = m.recipient_id JOIN users u ON u.id = o.user_id "
     "LEFT JOIN links l ON l.message_id = h.message_id AND l.position = h.link "
     "WHERE o.due_at <= ? "
-    "AND (h.kind = 'open' OR h.id <= (SELECT settled_up_to FROM settle_state WHERE id = 1)) "
+    "AND (h.kind = 'open' OR NOT EXISTS (SELECT 1 FROM settle_queue q WHERE q.hit_id = h.id)) "
     "ORDER BY o.due_at LIMIT ?{lock}"
 )
 _DUE_LOCK = {"sqlite": "", "postgresql": " FOR UPDATE OF o SKIP LOCKED"}

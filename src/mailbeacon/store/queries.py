@@ -214,6 +214,8 @@ _OUTBOX = (
     "CASE WHEN h.at - m.sent_at < ? THEN h.at + ? ELSE h.at END "
     "FROM {hits} h JOIN messages m ON m.id = h.message_id WHERE {where}"
 )
+# Clicks go into the settle queue with their hit (classify.settle).
+_SETTLE_QUEUE = "INSERT INTO settle_queue (hit_id) SELECT id FROM {hits} WHERE kind = 'click'"
 PG_INSERT_HITS = (
     f"WITH inserted AS (INSERT INTO hits (user_id, {HIT_FIELDS}) "
     f"SELECT m.user_id, {', '.join('v.' + f for f in _FIELDS)} "
@@ -221,7 +223,8 @@ PG_INSERT_HITS = (
     + ", ".join(f"%s::{t}[]" for t in _PG_TYPES)
     + f") WITH ORDINALITY AS v({HIT_FIELDS}, n) "
     "JOIN messages m ON m.id = v.message_id ORDER BY v.n "
-    "RETURNING id, user_id, message_id, at, verdict) "
+    "RETURNING id, user_id, message_id, at, verdict, kind), "
+    f"queued AS ({_SETTLE_QUEUE.format(hits='inserted')}) "
     + _OUTBOX.format(hits="inserted", where=f"{_NOTIFIES}").replace("?", "%s")
 )
 _SQLITE_OUTBOX = _OUTBOX.format(hits="hits", where=f"h.id > ? AND ({_NOTIFIES})")
@@ -234,9 +237,10 @@ _PG_INCOMING = (
     + ", n BIGINT) ON COMMIT DROP"
 )
 _PG_FROM_INCOMING = (
-    f"INSERT INTO hits (user_id, {HIT_FIELDS}) "
+    f"WITH inserted AS (INSERT INTO hits (user_id, {HIT_FIELDS}) "
     f"SELECT m.user_id, {', '.join('i.' + f for f in _FIELDS)} "
-    "FROM hits_incoming i JOIN messages m ON m.id = i.message_id ORDER BY i.n"
+    "FROM hits_incoming i JOIN messages m ON m.id = i.message_id ORDER BY i.n "
+    f"RETURNING id, kind) {_SETTLE_QUEUE.format(hits='inserted')}"
 )
 
 
@@ -256,15 +260,14 @@ async def insert_hits_async(
 def insert_live_hits(conn: Conn, rows: Sequence[Sequence[Any]], hold: int) -> None:
     """``insert_hits``, and those that may notify into the hit outbox, held ``hold`` µs when
     close to sending (SQLite; PostgreSQL's live hits go through ``insert_hits_async``)."""
-    row = conn.one("SELECT MAX(id) FROM hits")
-    before = int(row[0]) if row and row[0] is not None else 0
-    insert_hits(conn, rows)
+    before = insert_hits(conn, rows)
     conn.execute(_SQLITE_OUTBOX, (hold, hold, before))
 
 
-def insert_hits(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
+def insert_hits(conn: Conn, rows: Sequence[Sequence[Any]]) -> int:
     """Insert hits given as tuples in ``HIT_FIELDS`` order, keeping their order (replayed
-    hits: history, which notifies nobody)."""
+    hits: history, which notifies nobody), their clicks into the settle queue. On SQLite, the
+    largest hit id before them (theirs are larger: one writer)."""
     if isinstance(conn.raw, psycopg.Connection):
         cur = conn.raw.cursor()
         cur.execute(_PG_INCOMING)
@@ -272,7 +275,15 @@ def insert_hits(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
             for n, row in enumerate(rows):
                 copy.write_row((*row, n))
         cur.execute(_PG_FROM_INCOMING)
-        return
+        return 0
+    last = conn.one("SELECT MAX(id) FROM hits")
+    before = int(last[0]) if last and last[0] is not None else 0
+    _insert_sqlite(conn, rows)
+    conn.execute(_SETTLE_QUEUE.format(hits="hits") + " AND id > ?", (before,))
+    return before
+
+
+def _insert_sqlite(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
     start = 0
     for size in _CHUNKS:
         while len(rows) - start >= size:
@@ -420,23 +431,20 @@ class SettleContext(NamedTuple):
 _SETTLE_COLUMNS = "id, message_id, kind, link, at, ip, verdict, agent, reasons, revised_by"
 
 
-def settled_up_to(conn: Conn) -> int:
-    row = conn.one("SELECT settled_up_to FROM settle_state WHERE id = 1")
-    return int(row[0]) if row else 0
+_QUEUED = (
+    "SELECT {columns} FROM settle_queue q JOIN hits h ON h.id = q.hit_id "
+    "ORDER BY q.hit_id LIMIT ?{lock}"
+)
+# On PostgreSQL, a settler locks the clicks it takes until its transaction ends, and passes over
+# those another node's settler holds.
+_QUEUED_LOCK = {"sqlite": "", "postgresql": " FOR UPDATE OF q SKIP LOCKED"}
 
 
-def clicks_after(conn: Conn, after: int, limit: int) -> tuple[list[SettleHit], int]:
-    """Clicks with ids past ``after`` (at most ``limit``) and the id they cover up to: the last
-    click's when the limit cut them short, else the newest hit's."""
-    row = conn.one("SELECT MAX(id) FROM hits")
-    newest = int(row[0]) if row and row[0] is not None else after
-    rows = conn.execute(
-        f"SELECT {_SETTLE_COLUMNS} FROM hits WHERE kind = 'click' AND id > ? AND id <= ? "
-        "ORDER BY id LIMIT ?",
-        (after, newest, limit),
-    )
-    clicks = [SettleHit(*r) for r in rows]
-    return clicks, clicks[-1].id if len(clicks) == limit else newest
+def queued_clicks(conn: Conn, limit: int) -> list[SettleHit]:
+    """Up to ``limit`` clicks of the settle queue, the oldest first."""
+    columns = ", ".join(f"h.{c}" for c in _SETTLE_COLUMNS.split(", "))
+    rows = conn.execute(_QUEUED.format(columns=columns, lock=_QUEUED_LOCK[conn.dialect]), (limit,))
+    return [SettleHit(*r) for r in rows]
 
 
 def hits_near(
@@ -463,11 +471,9 @@ def revise_hits(conn: Conn, revisions: Sequence[Any], rule: str, now: int) -> No
         )
 
 
-def mark_settled(conn: Conn, up_to: int) -> None:
-    conn.execute(
-        "UPDATE settle_state SET settled_up_to = ? WHERE id = 1 AND settled_up_to < ?",
-        (up_to, up_to),
-    )
+def mark_settled(conn: Conn, hit_ids: Sequence[int]) -> None:
+    """Take settled clicks out of the settle queue."""
+    conn.executemany("DELETE FROM settle_queue WHERE hit_id = ?", [(i,) for i in hit_ids])
 
 
 # --- the outbound queue -----------------------------------------------------------------------
