@@ -7,6 +7,7 @@ another site, or someone guessing passwords.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 
@@ -324,7 +325,7 @@ def test_every_node_counts_the_same_failures(
     web: TestClient, settings: Settings, alice_can_sign_in: Persona
 ) -> None:
     guess(web, 5, email=alice_can_sign_in.email)
-    with node(Services.open(settings)) as other:
+    with node(Services.open(dataclasses.replace(settings, data=settings.data / "other"))) as other:
         assert sign_in(other, alice_can_sign_in.email, PASSWORD).status_code == 429
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Callable, Sequence
+
+log = logging.getLogger(__name__)
 
 
 class Worker:
@@ -88,7 +91,10 @@ class Worker:
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            await self.deliver_due()
+            try:
+                await self.deliver_due()
+            except Exception:  # the database out of reach, say: the next poll tries again
+                log.exception("working through the queue failed; it is tried again")
             await self._sleep()
 
     async def _sleep(self) -> None:

@@ -57,10 +57,18 @@ class TemporaryPostgres:
         self._run(
             str(self.bindir / "initdb"), "-D", str(data), "-U", USER, "-A", "trust", "-E", "UTF8"
         )
+        return self.resume()
+
+    def halt(self) -> None:
+        """Stop the server as an operator would (``pg_ctl stop -m fast``: sessions are ended,
+        transactions in flight rolled back); ``resume`` starts it again on the same port."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "stop")
+
+    def resume(self) -> TemporaryPostgres:
         self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
-            str(data),
+            str(self.dir / "data"),
             "-l",
             str(self.dir / "log"),
             "-w",

@@ -39,7 +39,9 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, *, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, *, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.replies: list[Reply] = []
         self.requests: list[Received] = []
         self.server_names: list[str | None] = []
@@ -47,7 +49,7 @@ class Receiver:
         self._at_once = 0
         self._lock = threading.Lock()
         self._released = threading.Event()  # stops every hanging answer
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         if tls is not None:
             tls.sni_callback = lambda sock, name, context: self.server_names.append(name)

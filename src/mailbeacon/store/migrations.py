@@ -302,4 +302,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         DROP TABLE settle_state
         """,
     ),
+    Migration(
+        10,
+        "spool drains",
+        """
+        -- How far each node's spool (store.spool) has been drained, written with the hits it
+        -- moves: a drain cut short and done again stores nothing twice.
+        CREATE TABLE spool_drains (
+            spool TEXT PRIMARY KEY,          -- the spool's random id
+            up_to BIGINT NOT NULL            -- its last sequence number stored
+        );
+        -- One row a live batch of hits on PostgreSQL, written by the batch's own statement: a
+        -- batch whose answer never came (a timeout, a dropped connection) is spooled, and its
+        -- row tells the drain whether it committed after all. Kept a day.
+        CREATE TABLE hit_batches (
+            token BIGINT PRIMARY KEY,
+            at BIGINT NOT NULL
+        );
+        CREATE INDEX hit_batches_by_time ON hit_batches (at)
+        """,
+    ),
 )

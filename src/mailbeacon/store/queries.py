@@ -6,6 +6,8 @@ writer's transaction, or in a CLI transaction alike.
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -224,7 +226,8 @@ PG_INSERT_HITS = (
     + f") WITH ORDINALITY AS v({HIT_FIELDS}, n) "
     "JOIN messages m ON m.id = v.message_id ORDER BY v.n "
     "RETURNING id, user_id, message_id, at, verdict, kind), "
-    f"queued AS ({_SETTLE_QUEUE.format(hits='inserted')}) "
+    f"queued AS ({_SETTLE_QUEUE.format(hits='inserted')}), "
+    "marked AS (INSERT INTO hit_batches (token, at) VALUES (%s, %s)) "
     + _OUTBOX.format(hits="inserted", where=f"{_NOTIFIES}").replace("?", "%s")
 )
 _SQLITE_OUTBOX = _OUTBOX.format(hits="hits", where=f"h.id > ? AND ({_NOTIFIES})")
@@ -250,11 +253,72 @@ def pg_hit_columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
 
 
 async def insert_hits_async(
-    conn: psycopg.AsyncConnection[Any], rows: Sequence[Sequence[Any]], hold: int
+    conn: psycopg.AsyncConnection[Any], rows: Sequence[Sequence[Any]], hold: int, batch: int
 ) -> None:
-    """``insert_live_hits`` on the server's asynchronous PostgreSQL connection (autocommit)."""
+    """``insert_live_hits`` on the server's asynchronous PostgreSQL connection, marked as the
+    batch ``batch`` (``hit_batches``)."""
     async with conn.cursor(binary=True) as cur:
-        await cur.execute(PG_INSERT_HITS, [*pg_hit_columns(rows), hold, hold])
+        await cur.execute(
+            PG_INSERT_HITS, [*pg_hit_columns(rows), batch, time.time_ns() // 1000, hold, hold]
+        )
+
+
+# --- the spool ----------------------------------------------------------------------------------
+
+
+class Spooled(NamedTuple):
+    """A hit of the node's spool (store.spool)."""
+
+    seq: int
+    batch: int | None  # the live batch it was sent in, when that batch may have committed
+    row: tuple[Any, ...]
+
+
+_DRAINED = "SELECT up_to FROM spool_drains WHERE spool = ?"
+_MARK_DRAINED = (
+    "INSERT INTO spool_drains (spool, up_to) VALUES (?, ?) "
+    "ON CONFLICT (spool) DO UPDATE SET up_to = excluded.up_to"
+)
+
+
+def _undrained(
+    up_to: Row | None, committed: Iterable[Row], spooled: Sequence[Spooled]
+) -> list[tuple[Any, ...]]:
+    """The spooled hits not stored yet: past the spool's drained mark, and not of a batch that
+    committed after all."""
+    done = int(up_to[0]) if up_to else 0
+    batches = {int(token) for (token,) in committed}
+    return [s.row for s in spooled if s.seq > done and s.batch not in batches]
+
+
+def drain_spooled(conn: Conn, spool: str, spooled: Sequence[Spooled], hold: int) -> None:
+    """Store spooled hits as live ones (SQLite), and move the spool's drained mark past them."""
+    tokens = [s.batch for s in spooled if s.batch is not None]
+    committed = conn.execute(
+        f"SELECT token FROM hit_batches WHERE token IN ({', '.join('?' * len(tokens))})", tokens
+    ) if tokens else []  # fmt: skip
+    rows = _undrained(conn.one(_DRAINED, (spool,)), committed, spooled)
+    if rows:
+        insert_live_hits(conn, rows, hold)
+    conn.execute(_MARK_DRAINED, (spool, spooled[-1].seq))
+
+
+async def drain_spooled_async(
+    conn: psycopg.AsyncConnection[Any], spool: str, spooled: Sequence[Spooled], hold: int
+) -> None:
+    """``drain_spooled`` on PostgreSQL, in one transaction of the asynchronous connection."""
+    async with conn.transaction():
+        up_to = await (await conn.execute(_DRAINED.replace("?", "%s"), (spool,))).fetchone()
+        tokens = [s.batch for s in spooled if s.batch is not None]
+        found = await conn.execute("SELECT token FROM hit_batches WHERE token = ANY(%s)", (tokens,))
+        rows = _undrained(up_to, await found.fetchall(), spooled)
+        if rows:
+            await insert_hits_async(conn, rows, hold, secrets.randbits(63))
+        await conn.execute(_MARK_DRAINED.replace("?", "%s"), (spool, spooled[-1].seq))
+
+
+def forget_batches(conn: Conn, before: int) -> None:
+    conn.execute("DELETE FROM hit_batches WHERE at < ?", (before,))
 
 
 def insert_live_hits(conn: Conn, rows: Sequence[Sequence[Any]], hold: int) -> None:

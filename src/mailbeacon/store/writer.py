@@ -15,14 +15,22 @@ with a thread (GIL hand-offs and cross-thread wake-ups cost more than the commit
   that the network, or a server that does not answer, never holds up the event loop.
 
 Other writes (registering messages) go through :meth:`Writer.run`, one transaction each.
+
+A batch the database cannot take goes to the node's spool (``store.spool``) and its requests are
+answered once it is there; while the spool holds anything, new batches join it, and the drainer
+moves them to the database, oldest first, as soon as it answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
@@ -30,11 +38,18 @@ import psycopg
 
 from mailbeacon.store import queries
 from mailbeacon.store.db import Conn, Database
+from mailbeacon.store.spool import Spool
 
 log = logging.getLogger(__name__)
 
 PG_BATCH_TIMEOUT = 5.0  # seconds
 DEFAULT_HOLD = 60_000_000  # µs
+DRAIN_BATCH = 500  # spooled hits stored a transaction
+DRAIN_RETRY = (0.25, 2.0)  # seconds between tries while the database is out: first, most
+BATCHES_KEPT = 86_400_000_000  # µs: a day of hit_batches rows, far longer than any outage drain
+STOP_DRAINING = 5.0  # seconds a stopping server goes on draining; the rest waits in the spool
+# Failures that say the database is out of reach (try again later), not that it refuses a row.
+OUTAGE = (psycopg.OperationalError, sqlite3.OperationalError, OSError, TimeoutError)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -51,14 +66,21 @@ class _Batch:
 
 class Writer:
     """``hold``: µs a hit close to sending is held before it notifies (``--settle-seconds``);
+    ``spool``: the node's spool file (none: a batch the database refuses is lost, and logged).
     ``stored`` is called after each batch of hits is committed, and ``observe`` with each batch,
     the seconds its commit took, and whether it failed (metrics)."""
 
-    def __init__(self, db: Database, *, hold: int = DEFAULT_HOLD) -> None:
+    def __init__(
+        self, db: Database, *, hold: int = DEFAULT_HOLD, spool: Path | None = None
+    ) -> None:
         self.db = db
         self.hold = hold
+        self.spool_path = spool
+        self.spool: Spool | None = None
         self.stored: Callable[[], None] = lambda: None
         self.observe: Callable[[Sequence[Sequence[Any]], float, bool], None] = lambda *a: None
+        self._drainer: asyncio.Task[None] | None = None
+        self._spooled = asyncio.Event()
         self._batch: _Batch | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._sqlite: Conn | None = None
@@ -68,11 +90,33 @@ class Writer:
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if self.spool_path is not None:
+            self.spool = Spool(self.spool_path)
+            if self.spool.size:
+                log.warning("%d hits wait in the spool from an earlier run", self.spool.size)
+            self._drainer = self.loop.create_task(self._drain(self.spool))
+
+    @property
+    def spooling(self) -> bool:
+        """Whether hits wait in the spool (the database was out of reach, or still is)."""
+        return self.spool is not None and self.spool.size > 0
 
     async def stop(self) -> None:
-        """Commit what is queued, and close the connection."""
+        """Commit what is queued, drain the spool for a few seconds, and close."""
         while self._flushing is not None:
             await self._flushing
+        if self._drainer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained(), STOP_DRAINING)
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+            self._drainer = None
+        if self.spool is not None:
+            if self.spool.size:
+                log.warning("%d hits stay in the spool for the next start", self.spool.size)
+            self.spool.close()
+            self.spool = None
         if self._sqlite is not None:
             self._sqlite.raw.close()
             self._sqlite = None
@@ -105,16 +149,7 @@ class Writer:
         try:
             while self._batch is not None:
                 batch, self._batch = self._batch, None
-                started = time.perf_counter()
-                try:
-                    await self._store(batch.rows)
-                except Exception as exc:
-                    log.exception("could not store %d hits", len(batch.rows))
-                    outcome: BaseException | None = exc
-                else:
-                    outcome = None
-                    self.stored()
-                self.observe(batch.rows, time.perf_counter() - started, outcome is not None)
+                outcome = await self._commit(batch.rows)
                 for future in batch.waiters:
                     if future.done():  # its request was cancelled (the client went away)
                         continue
@@ -125,15 +160,102 @@ class Writer:
         finally:
             self._flushing = None
 
-    async def _store(self, rows: Sequence[Sequence[Any]]) -> None:
+    async def _commit(self, rows: Sequence[Sequence[Any]]) -> BaseException | None:
+        """Store a batch, or spool it; what went wrong when it is in neither."""
+        if self.spool is not None and self.spool.size:  # behind the spooled, in arrival order
+            return self._to_spool(self.spool, rows, None)
+        batch = secrets.randbits(63)  # names a PostgreSQL batch in hit_batches
+        started = time.perf_counter()
+        try:
+            if self.db.dialect == "sqlite":
+                self._sqlite_transaction(lambda c: queries.insert_live_hits(c, rows, self.hold))
+            else:
+                await self._on_pg(lambda pg: queries.insert_hits_async(pg, rows, self.hold, batch))
+        except Exception as exc:
+            self.observe(rows, time.perf_counter() - started, True)
+            if self.spool is None:
+                log.exception("could not store %d hits", len(rows))
+                return exc
+            log.warning("could not store %d hits (%s); spooling them", len(rows), _why(exc))
+            return self._to_spool(
+                self.spool, rows, batch if self.db.dialect == "postgresql" else None
+            )
+        self.observe(rows, time.perf_counter() - started, False)
+        self.stored()
+        return None
+
+    def _to_spool(
+        self, spool: Spool, rows: Sequence[Sequence[Any]], batch: int | None
+    ) -> BaseException | None:
+        try:
+            spool.add(rows, batch)
+        except Exception as exc:
+            log.exception("could not spool %d hits either", len(rows))
+            return exc
+        self._spooled.set()
+        return None
+
+    async def _drain(self, spool: Spool) -> None:
+        """Move spooled hits to the database, oldest first, once it answers again."""
+        retry = DRAIN_RETRY[0]
+        careful_until = 0  # after a refused chunk: one hit at a time up to here
+        while True:
+            if not spool.size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._spooled.wait(), 3600)
+                self._spooled.clear()
+                if not spool.size and self.db.dialect == "postgresql":
+                    try:
+                        await self.run(
+                            queries.forget_batches, time.time_ns() // 1000 - BATCHES_KEPT
+                        )
+                    except Exception as exc:  # an outage: another hour
+                        log.warning("could not forget old hit batches (%s)", _why(exc))
+                continue
+            chunk = spool.oldest(1 if spool.oldest(1)[0].seq <= careful_until else DRAIN_BATCH)
+            started = time.perf_counter()
+            try:
+                await self._store_spooled(spool.id, chunk)
+            except OUTAGE as exc:
+                if retry == DRAIN_RETRY[0]:
+                    log.warning("the database is still out of reach (%s); %d hits spooled",
+                                _why(exc), spool.size)  # fmt: skip
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, DRAIN_RETRY[1])
+                continue
+            except Exception as exc:
+                if len(chunk) > 1:
+                    careful_until = chunk[-1].seq
+                    continue
+                log.error("the database refuses a spooled hit (%s); it is kept aside", _why(exc))
+                spool.refuse(chunk[0].seq, chunk[0].row, _why(exc))
+                continue
+            spool.remove(chunk[-1].seq)
+            if retry != DRAIN_RETRY[0] or not spool.size:
+                log.info("drained %d spooled hits; %d left", len(chunk), spool.size)
+            retry = DRAIN_RETRY[0]
+            self.observe([s.row for s in chunk], time.perf_counter() - started, False)
+            self.stored()
+
+    async def _drained(self) -> None:
+        while self.spooling:
+            await asyncio.sleep(0.05)
+
+    async def _store_spooled(self, spool: str, chunk: Sequence[queries.Spooled]) -> None:
         if self.db.dialect == "sqlite":
-            self._sqlite_transaction(lambda conn: queries.insert_live_hits(conn, rows, self.hold))
+            self._sqlite_transaction(
+                lambda conn: queries.drain_spooled(conn, spool, chunk, self.hold)
+            )
             return
+        await self._on_pg(lambda pg: queries.drain_spooled_async(pg, spool, chunk, self.hold))
+
+    async def _on_pg(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]) -> None:
+        """Run ``work`` on the asynchronous connection, within ``PG_BATCH_TIMEOUT``."""
         if self._pg is None:
             async with asyncio.timeout(PG_BATCH_TIMEOUT):
                 self._pg = await psycopg.AsyncConnection.connect(self.db.url, autocommit=True)
         pg = self._pg
-        insert = asyncio.ensure_future(queries.insert_hits_async(pg, rows, self.hold))
+        insert = asyncio.ensure_future(work(pg))
         try:
             # A server that stops answering would hold every waiting pixel: past the limit the
             # batch fails, its requests are answered all the same, and it is logged. The
@@ -162,3 +284,7 @@ class Writer:
             conn, self._sqlite = self._sqlite, None
             conn.raw.close()
             raise
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip().rstrip(":")

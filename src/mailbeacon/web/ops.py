@@ -22,7 +22,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from mailbeacon.store import queries
-from mailbeacon.store.db import Database
+from mailbeacon.store.db import Database, DatabaseError
+from mailbeacon.store.writer import Writer
 
 READY_TIMEOUT = 2.0  # seconds for the database to answer /readyz
 _KIND, _VERDICT = (
@@ -33,13 +34,21 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Queues(Collector):
-    """Queue depths, read from the store when scraped."""
+    """Queue depths, read from the store when scraped, and whether it could be read (during an
+    outage the node's own metrics, its spool among them, are still scraped)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        depths = self.db.read(queries.queue_depths)
+        try:
+            depths = self.db.read(queries.queue_depths)
+        except DatabaseError:
+            depths = {}
+        yield GaugeMetricFamily(
+            "mailbeacon_database_up", "Whether the database answered this scrape",
+            value=1 if depths else 0,
+        )  # fmt: skip
         helps = {
             "outbound": "Copies waiting to be sent upstream",
             "deliveries": "Webhook deliveries waiting for their next attempt",
@@ -51,10 +60,28 @@ class _Queues(Collector):
             yield GaugeMetricFamily(f"mailbeacon_queue_{name}", helps[name], value=value)
 
 
+class _Spool(Collector):
+    """This node's spool: hits waiting for the database, and those it refused."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        spool = self.writer.spool
+        yield GaugeMetricFamily(
+            "mailbeacon_spool_hits", "Hits answered while the database was out of reach, "
+            "waiting on this node's disk to be stored", value=spool.size if spool else 0,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "mailbeacon_spool_refused_hits", "Spooled hits the database refused, kept aside",
+            value=spool.refused if spool else 0,
+        )  # fmt: skip
+
+
 class Metrics:
     """This process's metrics; ``observe`` is the writer's hook for each batch of hits."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, writer: Writer) -> None:
         self.registry = CollectorRegistry()
         self.hits = Counter(
             "mailbeacon_hits", "Hits stored, by kind and verdict", ["kind", "verdict"],
@@ -70,6 +97,7 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.registry.register(_Queues(db))
+        self.registry.register(_Spool(writer))
 
     def observe(self, rows: Sequence[Sequence[Any]], seconds: float, failed: bool) -> None:
         self.commit.observe(seconds)
@@ -88,8 +116,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when the database answers within ``READY_TIMEOUT``; else 503 with the reason."""
+    """Ready when the database answers within ``READY_TIMEOUT``; else 503 with the reason. Either
+    way, the hits waiting in the node's spool, if any."""
     services = request.app.state.services
+    spool = services.writer.spool
+    spooled = f"; {spool.size} hits spooled on this node" if spool and spool.size else ""
     try:
         await asyncio.wait_for(services.read(queries.count_users), READY_TIMEOUT)
     except TimeoutError:
@@ -97,8 +128,8 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:  # whatever it is, the node is not ready
         reason = f"the database cannot be reached: {type(exc).__name__}: {exc}".strip()
     else:
-        return PlainTextResponse("ready\n")
-    return PlainTextResponse(f"not ready: {reason}\n", status_code=503)
+        return PlainTextResponse(f"ready{spooled}\n")
+    return PlainTextResponse(f"not ready: {reason}{spooled}\n", status_code=503)
 
 
 async def metrics(request: Request) -> Response:

@@ -49,7 +49,9 @@ class Services:
     @classmethod
     def open(cls, settings: Settings) -> Services:
         db = Database(settings.db)
-        writer = Writer(db, hold=int(settings.settle_seconds * 1_000_000))
+        writer = Writer(
+            db, hold=int(settings.settle_seconds * 1_000_000), spool=settings.data / "spool.db"
+        )
         apple = AppleEgress.from_settings(settings)
         classifier = Classifier(apple, signatures.load(settings.signatures))
         deliverer = Deliverer(
@@ -68,7 +70,7 @@ class Services:
         notifier = Notifier(writer, mailer=mailer, published=published)
         settler = Settler(db, writer)
         writer.stored = settler.settled = notifier.poke
-        metrics = Metrics(db)
+        metrics = Metrics(db, writer)
         writer.observe = metrics.observe
         return cls(
             settings, db, writer, signer, apple, classifier, settler, deliverer,

@@ -2,8 +2,11 @@
 (RESEARCH.md §4: Starlette 13.7k/s against 31k–38k/s for a raw app on granian).
 
 ``GET|HEAD /o/{token}.gif`` always answers the GIF; ``GET|HEAD /c/{token}`` redirects only to the
-URL registered for that token's link. A hit is answered after it is committed; when storing fails
-the route still answers and the failure goes to the log.
+URL registered for that token's link. A hit is answered after it is committed, or spooled when the
+database is out of reach (``store.spool``); when both fail the route still answers and the failure
+goes to the log. While hits are spooled the routes read nothing from the database: a link seen
+before redirects from the node's cache, and one not seen answers 503 with ``Retry-After``; a hit
+of a message not seen before is classified without what is known of its message.
 """
 
 from __future__ import annotations
@@ -49,8 +52,19 @@ PIXEL_HEADERS = [
 ]
 NOT_FOUND_HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"10"), *_NO_CACHE]
 NOT_ALLOWED_HEADERS = [*NOT_FOUND_HEADERS[:2], (b"allow", b"GET, HEAD"), *_NO_CACHE]
+UNAVAILABLE_HEADERS = [
+    (b"content-type", b"text/plain"),
+    (b"content-length", b"39"),
+    (b"retry-after", b"30"),
+    *_NO_CACHE,
+]
+UNAVAILABLE = b"this link works again in a few minutes\n"
 LINK_CACHE_SIZE = 100_000
 SELF_COOKIE = "mb_self"  # set by /self/{mark} in the sender's own browser
+
+
+class _Unknown(Exception):
+    """The database cannot be asked."""
 
 
 class TrackingRoutes:
@@ -91,7 +105,11 @@ class TrackingRoutes:
             await _answer(send, 405, NOT_ALLOWED_HEADERS, b"not found\n", method)
             return
         target = self.signer.verify("c", scope["path"][3:])
-        url = await self._link(target.message_id, target.link) if target is not None else None
+        try:
+            url = await self._link(target.message_id, target.link) if target is not None else None
+        except _Unknown:
+            await _answer(send, 503, UNAVAILABLE_HEADERS, UNAVAILABLE, method)
+            return
         if target is None or url is None:
             await _answer(send, 404, NOT_FOUND_HEADERS, b"not found\n", method)
             return
@@ -104,18 +122,21 @@ class TrackingRoutes:
         await _answer(send, 302, headers, b"", method)
 
     async def _link(self, message_id: str, position: int | None) -> str | None:
+        """The registered URL (None: no such link); ``_Unknown`` when the database cannot say."""
         if position is None:
             return None
         key = (message_id, position)
         url = self._links.get(key)
         if url is None:
+            if self.writer.spooling:
+                raise _Unknown
             try:
                 url = await anyio.to_thread.run_sync(
                     self.db.read, queries.link_url, message_id, position
                 )
             except DatabaseError:
                 log.exception("could not look up a link")
-                return None
+                raise _Unknown from None
             if url is not None:
                 if len(self._links) >= LINK_CACHE_SIZE:
                     self._links.clear()
@@ -123,6 +144,8 @@ class TrackingRoutes:
         return url
 
     async def _message(self, message_id: str) -> MessageFacts | None:
+        if self.writer.spooling:  # the database is out of reach: no read waits on it
+            return None
         try:
             facts = await anyio.to_thread.run_sync(self.db.read, read_facts, message_id)
         except DatabaseError:
