@@ -14,6 +14,7 @@ import json
 import signal
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mailbeacon import accounts
 from mailbeacon.store.db import Database
@@ -248,3 +250,11 @@ def test_events_wait_for_a_webhook_receiver_that_is_down_and_each_arrives_once(
         ids = Counter(r.headers["webhook-id"] for r in receiver.requests)
         assert len(ids) == 10
         assert set(ids.values()) == {1}  # two nodes, and each event arrived once
+    attempts: Counter[str] = Counter()
+    for node in (a, b):
+        with urllib.request.urlopen(f"{node.url}/metrics", timeout=10) as response:
+            for family in text_string_to_metric_families(response.read().decode()):
+                for sample in family.samples:
+                    if sample.name == "mailbeacon_webhook_attempts_total":
+                        attempts[sample.labels["outcome"]] += int(sample.value)
+    assert attempts == {"failed": 10, "delivered": 10}

@@ -186,6 +186,7 @@ class Dispatcher(Worker):
         self.mailer = mailer
         self.allow_private = allow_private
         self.tls = tls  # None: certifi's authorities
+        self.attempted: Callable[[bool], None] = lambda delivered: None  # metrics
 
     async def deliver_due(self) -> int:
         """Attempt every delivery due now, ``concurrency`` at a time, until none is due and
@@ -242,6 +243,7 @@ class Dispatcher(Worker):
             log.exception("delivering %s to %s failed unexpectedly", due.event_id, due.webhook_id)
             outcome = Outcome(None, f"unexpected error: {exc!r}")
         duration_us = int((time.monotonic() - started) * SECOND)
+        self.attempted(outcome.error is None)
         retry_at = None
         if outcome.error is not None:
             delay = next_delay(due.attempts + 1, self.backoff, self.rng, outcome.retry_after)

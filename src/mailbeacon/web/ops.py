@@ -96,6 +96,11 @@ class Metrics:
             "mailbeacon_hit_batches_failed", "Batches of hits the store refused or timed out on",
             registry=self.registry,
         )  # fmt: skip
+        self.webhooks = Counter(
+            "mailbeacon_webhook_attempts", "Webhook delivery attempts this process made, by "
+            "outcome (failed: no 2xx, to be retried or given up on)", ["outcome"],
+            registry=self.registry,
+        )  # fmt: skip
         self.registry.register(_Queues(db))
         self.registry.register(_Spool(writer))
 
@@ -106,6 +111,10 @@ class Metrics:
             return
         for (kind, verdict), n in Tally((r[_KIND], r[_VERDICT]) for r in rows).items():
             self.hits.labels(kind, verdict).inc(n)
+
+    def attempted(self, delivered: bool) -> None:
+        """The dispatcher's hook for each webhook attempt."""
+        self.webhooks.labels("delivered" if delivered else "failed").inc()
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -72,6 +72,7 @@ class Services:
         writer.stored = settler.settled = notifier.poke
         metrics = Metrics(db, writer)
         writer.observe = metrics.observe
+        dispatcher.attempted = metrics.attempted
         return cls(
             settings, db, writer, signer, apple, classifier, settler, deliverer,
             notifier, hub, dispatcher, Keeper(db, writer), metrics,
