@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
@@ -129,16 +131,20 @@ def test_a_click_committed_after_a_later_one_is_still_settled(
     classifier = Classifier(AppleEgress(settings.data, override=settings.apple_egress))
     replayer = Replayer(db, Signer(settings.secrets), classifier)
     first, second = (replayer.row(line(links[n], 40 + n * 0.1, GATEWAY)) for n in range(2))
-    slow, fast = db.connect(), db.connect()
-    try:
-        with db.transaction(slow) as on_slow:
-            queries.insert_hits(on_slow, [first])  # its id is taken, not yet committed
-            with db.transaction(fast) as on_fast:
-                queries.insert_hits(on_fast, [second])
-            assert settle_all(db, now_us()) == 0  # one link alone is no sweep
-    finally:
-        slow.raw.close()
-        fast.raw.close()
+
+    async def two_nodes() -> None:  # their writers' live inserts, as serve makes them
+        connect = psycopg.AsyncConnection.connect
+        async with (
+            await connect(db.url, autocommit=True) as slow,
+            await connect(db.url, autocommit=True) as fast,
+            slow.transaction(),
+        ):
+            await queries.insert_hits_async(slow, [first], 0, 1)  # its id taken first
+            await queries.insert_hits_async(fast, [second], 0, 2)
+            settled = await asyncio.to_thread(settle_all, db, now_us())
+            assert settled == 0  # one link alone is no sweep
+
+    asyncio.run(two_nodes())
     assert settle_all(db, now_us()) == 2
     assert [h["verdict"] for h in hits_of(client, alice, message)] == ["machine"] * 2
 
