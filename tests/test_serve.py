@@ -4,6 +4,7 @@ import json
 import re
 import signal
 import socket
+import sqlite3
 import stat
 import urllib.request
 from pathlib import Path
@@ -107,3 +108,31 @@ def test_a_taken_address_stops_the_start_with_a_clear_message(tmp_path: Path) ->
             assert result.exit_code == 1
             assert f"127.0.0.1:{port}" in result.output
             assert "in use" in result.output
+
+
+def test_json_logs_are_an_object_a_line(tmp_path: Path) -> None:
+    """``--log-format json``: what serve logs, granian's records and its own, one JSON object a
+    line on standard error (a hit it cannot store, here)."""
+    server = ServerProcess(
+        tmp_path / "serve", str(tmp_path / "mb.db"), None, {"MAILBEACON_LOG_FORMAT": "json"}
+    )
+    try:
+        key = re.search(r"API key:\s+(\S+)", server.log.read_text())
+        assert key is not None
+        body = {"from": "a@example.test", "to": ["r@example.test"], "subject": "s", "html": "<p>"}
+        sent = json.loads(call(f"{server.url}/api/v1/messages", key[1], body))
+        with sqlite3.connect(tmp_path / "mb.db") as db:
+            db.execute("ALTER TABLE hits RENAME TO hits_away")  # storing a hit fails: logged
+        call(sent["messages"][0]["pixel_url"])
+    finally:
+        server.kill(signal.SIGTERM)
+    records = [
+        json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")
+    ]
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    loggers = {r["logger"] for r in records}
+    assert "_granian" in loggers
+    stored = [r for r in records if r["logger"] == "mailbeacon.store.writer"]
+    assert stored[0]["level"] == "WARNING"
+    assert stored[0]["message"].startswith("could not store 1 hits")
+    assert stored[0]["time"].endswith("+00:00")

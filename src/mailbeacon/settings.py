@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mailbeacon.logs import FORMATS
 from mailbeacon.relay.upstream import Dkim, Upstream
 
 MIN_SECRET_LENGTH = 32
@@ -56,6 +57,12 @@ SETTINGS: tuple[Setting, ...] = (
         "trusted_proxies",
         "",
         "Comma-separated CIDRs whose X-Forwarded-For header is believed.",
+    ),
+    Setting(
+        "log_format",
+        "text",
+        "How `serve` logs to standard error: `text` (a line a record) or `json` (an object a "
+        "line: time, level, logger, message).",
     ),
     Setting(
         "smtp_listen",
@@ -240,6 +247,7 @@ class Settings:
     db: str
     host: str
     port: int
+    log_format: str  # one of logs.FORMATS
     public_url: str
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     smtp_listen: tuple[str, int] | None  # None: no relay
@@ -277,6 +285,8 @@ class Settings:
         data = Path(raw["data"]).expanduser()
         db = raw["db"] or str(data / "mailbeacon.db")
         host, port = _parse_listen(raw["listen"])
+        if raw["log_format"] not in FORMATS:
+            raise SettingsError(f"--log-format is text or json, got {raw['log_format']!r}")
         public_url = (raw["public_url"] or f"http://{raw['listen']}").rstrip("/")
         if urlsplit(public_url).scheme not in ("http", "https"):
             raise SettingsError(f"--public-url must be an http(s) URL, got {public_url!r}")
@@ -299,6 +309,7 @@ class Settings:
             db=db,
             host=host,
             port=port,
+            log_format=raw["log_format"],
             public_url=public_url,
             trusted_proxies=_parse_networks(raw["trusted_proxies"]),
             smtp_listen=(

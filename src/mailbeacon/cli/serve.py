@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 import socket
 
-from mailbeacon import accounts
+from mailbeacon import accounts, logs
 from mailbeacon.cli.common import console, fail, open_db, with_settings
 from mailbeacon.relay import tls
 from mailbeacon.settings import Settings
@@ -40,7 +39,7 @@ def serve(*, settings: Settings) -> None:
 
     The first start creates an admin user and prints its API key and dashboard password.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_config = logs.setup(settings.log_format)
     _can_listen("HTTP", settings.host, settings.port)
     if settings.smtp_listen is not None:
         _can_listen("SMTP", *settings.smtp_listen)
@@ -71,4 +70,4 @@ def serve(*, settings: Settings) -> None:
         host, port = settings.smtp_listen
         console.print(f"  SMTP:    {host}:{port} (STARTTLS, then AUTH)", highlight=False)
         console.print(f"  cert:    {cert}  SHA-256 {tls.fingerprint(cert)}", highlight=False)
-    run_server(App(Services.open(settings)), settings.host, settings.port)
+    run_server(App(Services.open(settings)), settings.host, settings.port, log_config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 import uvloop
 from granian.constants import Interfaces
@@ -19,12 +20,15 @@ from mailbeacon.web.app import App
 from mailbeacon.web.tracking import Receive, Scope, Send
 
 
-def serve(app: App, host: str, port: int) -> None:
+def serve(app: App, host: str, port: int, log_config: dict[str, Any] | None = None) -> None:
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         await app(scope, receive, send)
 
     async def main() -> None:
-        server = Server(asgi, address=host, port=port, interface=Interfaces.ASGI, backlog=2048)
+        server = Server(
+            asgi, address=host, port=port, interface=Interfaces.ASGI, backlog=2048,
+            log_dictconfig=log_config,
+        )  # fmt: skip
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.stop)
