@@ -98,6 +98,8 @@ def test_hits_answered_during_an_outage_are_stored_once_in_order_afterwards(
     assert [at for _, at in stored] == sorted(at for _, at in stored)  # in the order answered
     assert client.get("/readyz").text == "ready\n"
     assert client.get(unseen, follow_redirects=False).status_code == 302
+    queued = "SELECT COUNT(*) FROM settle_queue"
+    until(lambda: db.read(lambda conn: conn.one(queued)) == (0,))  # the clicks settled too
 
 
 def rows_of(settings: Settings, db: Database, pixel_url: str, n: int) -> list[tuple[Any, ...]]:

@@ -47,6 +47,7 @@ SWEEP_LINKS = 2  # distinct links; a person follows one, then reads
 LOOKBACK = 15 * 60 * SECOND  # how far before a sweep its gateway's pixel fetch is looked for
 MAX_CONTEXT = 5000  # hits of one message read at once, at most
 ROUND = 2000  # clicks settled in one transaction
+RETRY = 5.0  # seconds after a failed settling
 # Pixel fetches that name a mail client or a proxy are the person, even between sending and a
 # gateway's sweep; the others in that span are the gateway.
 NAMED = frozenset({"gmail_proxy", "yahoo_proxy", "apple_mpp", "outlook_web", "prefetch", "sender"})
@@ -215,8 +216,9 @@ class Settler(Background):
             try:
                 await self.settle()
                 self.settled()
-            except Exception:
-                log.exception("settling failed; it is tried again with the next click")
+            except Exception:  # the database out of reach, say: the queue waits for it
+                log.exception("settling failed; it is tried again in %g s", RETRY)
+                asyncio.get_running_loop().call_later(RETRY, self.poke)
 
     async def settle(self) -> None:
         if self.db.dialect == "postgresql":

@@ -67,8 +67,9 @@ class _Batch:
 class Writer:
     """``hold``: µs a hit close to sending is held before it notifies (``--settle-seconds``);
     ``spool``: the node's spool file (none: a batch the database refuses is lost, and logged).
-    ``stored`` is called after each batch of hits is committed, and ``observe`` with each batch,
-    the seconds its commit took, and whether it failed (metrics)."""
+    ``stored`` is called after each batch of hits is committed (live or drained from the spool),
+    ``drained`` after spooled hits were stored (their clicks wait to be settled), and
+    ``observe`` with each batch, the seconds its commit took, and whether it failed (metrics)."""
 
     def __init__(
         self, db: Database, *, hold: int = DEFAULT_HOLD, spool: Path | None = None
@@ -78,6 +79,7 @@ class Writer:
         self.spool_path = spool
         self.spool: Spool | None = None
         self.stored: Callable[[], None] = lambda: None
+        self.drained: Callable[[], None] = lambda: None
         self.observe: Callable[[Sequence[Sequence[Any]], float, bool], None] = lambda *a: None
         self._drainer: asyncio.Task[None] | None = None
         self._spooled = asyncio.Event()
@@ -236,6 +238,7 @@ class Writer:
             retry = DRAIN_RETRY[0]
             self.observe([s.row for s in chunk], time.perf_counter() - started, False)
             self.stored()
+            self.drained()
 
     async def _drained(self) -> None:
         while self.spooling:
