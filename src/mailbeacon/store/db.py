@@ -151,6 +151,8 @@ class Database:
                     continue
                 for statement in migration.statements(conn.dialect):
                     conn.execute(statement)
+                if migration.then is not None:
+                    migration.then(conn)
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
                     (migration.version, migration.name),

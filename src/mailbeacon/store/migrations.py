@@ -6,8 +6,14 @@ and exact. A migration is never edited once released; a change is a new migratio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from mailbeacon.store import partitions
+
+if TYPE_CHECKING:  # db.py imports this module
+    from mailbeacon.store.db import Conn
 
 
 @dataclass(frozen=True)
@@ -15,6 +21,9 @@ class Migration:
     version: int
     name: str
     sql: str  # `{id}`: the dialect's auto-increment primary key; `{blob}`: its bytes type
+    # A step in Python after the statements, in the same transaction: for what depends on the
+    # data or the date (PostgreSQL's monthly partitions).
+    then: Callable[[Conn], None] | None = None
 
     def statements(self, dialect: Literal["sqlite", "postgresql"]) -> list[str]:
         identity = {
@@ -301,6 +310,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             AND id > (SELECT settled_up_to FROM settle_state WHERE id = 1);
         DROP TABLE settle_state
         """,
+    ),
+    Migration(
+        9,
+        "job leases, hits by month",
+        """
+        -- A background job that must run on one node at a time holds its lease (store.leases).
+        CREATE TABLE job_leases (
+            name TEXT PRIMARY KEY,
+            lease_until BIGINT NOT NULL      -- the holder's claim runs out then
+        );
+        -- Retention deletes old events and deliveries: their foreign keys cascade through
+        -- these, which would otherwise be read whole for each row deleted.
+        CREATE INDEX deliveries_by_event ON deliveries (event_id);
+        CREATE INDEX delivery_attempts_by_delivery ON delivery_attempts (delivery_id)
+        """,
+        then=partitions.partition_hits,  # PostgreSQL: hits partitioned by month
     ),
     Migration(
         10,

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from mailbeacon.store import partitions
 from mailbeacon.store.db import Conn, Row
 
 # --- users and API keys ---------------------------------------------------------------------
@@ -176,6 +177,7 @@ HIT_FIELDS = (
 )
 
 _FIELDS = HIT_FIELDS.split(", ")
+_AT = _FIELDS.index("at")
 _CHUNKS = (512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
 
 # Hits are inserted a batch at a time, in arrival order. The user comes from the message, and a
@@ -333,6 +335,9 @@ def insert_hits(conn: Conn, rows: Sequence[Sequence[Any]]) -> int:
     hits: history, which notifies nobody), their clicks into the settle queue. On SQLite, the
     largest hit id before them (theirs are larger: one writer)."""
     if isinstance(conn.raw, psycopg.Connection):
+        # History is of months that may have no table yet: made first, they keep the default
+        # partition empty (store.partitions).
+        partitions.ensure_months(conn, {partitions.Month.of(row[_AT]) for row in rows})
         cur = conn.raw.cursor()
         cur.execute(_PG_INCOMING)
         with cur.copy("COPY hits_incoming FROM STDIN") as copy:

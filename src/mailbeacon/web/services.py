@@ -19,6 +19,7 @@ from mailbeacon.notify.notifier import Notifier
 from mailbeacon.notify.stream import Hub
 from mailbeacon.relay.deliverer import Deliverer
 from mailbeacon.relay.upstream import helo_name
+from mailbeacon.retention import Retention
 from mailbeacon.settings import Settings
 from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.writer import Writer
@@ -45,6 +46,7 @@ class Services:
     dispatcher: Dispatcher  # delivers webhooks; poke() it after publishing events
     keeper: Keeper  # computes large campaigns' figures in the background
     metrics: Metrics
+    retention: Retention  # prunes old rows, and keeps PostgreSQL's months of hits ahead
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -70,12 +72,14 @@ class Services:
         notifier = Notifier(writer, mailer=mailer, published=published)
         settler = Settler(db, writer)
         writer.stored = settler.settled = notifier.poke
+        writer.drained = settler.poke  # a spooled click settles once it is stored
         metrics = Metrics(db, writer)
         writer.observe = metrics.observe
         dispatcher.attempted = metrics.attempted
         return cls(
             settings, db, writer, signer, apple, classifier, settler, deliverer,
             notifier, hub, dispatcher, Keeper(db, writer), metrics,
+            Retention(db, writer, settings),
         )  # fmt: skip
 
     async def read(self, fn: Callable[Concatenate[Conn, P], T], *a: P.args, **kw: P.kwargs) -> T:
