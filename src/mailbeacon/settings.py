@@ -135,6 +135,18 @@ SETTINGS: tuple[Setting, ...] = (
         "private network); by default they are refused.",
         switch=True,
     ),
+    Setting(
+        "retention_days",
+        "0",
+        "Days hits are kept, then removed by `serve` (hourly) and `mailbeacon prune`; 0 keeps "
+        "them forever. Rates and charts count only the hits kept.",
+    ),
+    Setting(
+        "ops_retention_days",
+        "30",
+        "Days the delivery log, published events and sent alert emails are kept; 0 keeps them "
+        "forever.",
+    ),
 )
 
 
@@ -262,6 +274,8 @@ class Settings:
     settle_seconds: float
     alerts_from: str
     allow_private_webhooks: bool
+    retention_days: float
+    ops_retention_days: float
     secrets: tuple[str, ...] = field(repr=False)
 
     @classmethod
@@ -333,6 +347,10 @@ class Settings:
             alerts_from=_parse_alerts_from(raw["alerts_from"], public_url),
             allow_private_webhooks=_parse_switch(
                 raw["allow_private_webhooks"], "--allow-private-webhooks"
+            ),
+            retention_days=_parse_number(raw["retention_days"], "--retention-days", "days"),
+            ops_retention_days=_parse_number(
+                raw["ops_retention_days"], "--ops-retention-days", "days"
             ),
             secrets=(*keyring, *previous),
         )

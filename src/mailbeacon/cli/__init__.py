@@ -7,6 +7,7 @@ import typer
 from mailbeacon.cli import (
     explain,
     instrument,
+    prune,
     replay,
     secret,
     send,
@@ -29,6 +30,7 @@ app.add_typer(users.app, name="users")
 app.command("instrument")(instrument.instrument)
 app.command("send")(send.send)
 app.command("replay")(replay.replay)
+app.command("prune")(prune.prune)
 app.command("stats")(stats.stats)
 app.command("explain")(explain.explain)
 app.command("watch")(watch.watch)

@@ -75,6 +75,7 @@ class App:
             services.notifier.start()
             services.dispatcher.start()
             services.keeper.start()
+            services.retention.start()
             refresher = Refresher(services.apple).start()
             relay = await RelayServer.start(services) if services.settings.smtp_listen else None
             try:
@@ -83,6 +84,7 @@ class App:
                 if relay is not None:  # first: what it is queueing commits before the writer stops
                     await relay.stop()
                 refresher.stop()
+                await services.retention.stop()
                 await services.keeper.stop()
                 await services.dispatcher.stop()
                 await services.notifier.stop()
