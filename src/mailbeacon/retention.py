@@ -84,11 +84,10 @@ class Plan:
     months: list[tuple[partitions.Month, int]] = field(default_factory=list)
 
     def totals(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for what, rows in [("hits", n) for _, n in self.months] + [
-            (step.what, n) for step, n in self.steps
-        ]:
-            found[what] = found.get(what, 0) + rows
+        """Rows to remove by what, in the order of the steps."""
+        found = {step.what: rows for step, rows in self.steps}
+        if self.months:
+            found["hits"] = found.get("hits", 0) + sum(rows for _, rows in self.months)
         return found
 
 
