@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from mailbeacon import accounts
 from mailbeacon.store import dashboard as dstore
+from mailbeacon.store import leases
 from mailbeacon.store.db import Database
 from mailbeacon.store.writer import Writer
 from mailbeacon.web import charts
@@ -211,3 +212,18 @@ def test_large_campaigns_figures_are_computed_before_anyone_looks_and_kept_fresh
     assert figures.stats == api
     assert charts.stale(figures, later + 11_000_000)
     assert not charts.stale(figures, figures.at + 9_000_000)
+
+
+def test_a_campaigns_figures_are_computed_by_one_node_at_a_time(
+    client: TestClient, alice: Persona, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(charts, "LARGE", 1)
+    send(client, alice, campaign="big", sent_at=LONG_AGO)
+    job, now = f"campaign-figures/{alice.id}/big", int(time.time() * 1e6)
+    assert services.db.write(leases.claim, job, now=now, until=now + 60_000_000)  # another node
+    keeper = Keeper(services.db, Writer(services.db))
+    assert asyncio.run(keeper.keep_due()) == 0  # it is computing them: this node leaves them
+    assert services.db.write(leases.release, job, until=now + 60_000_000)
+    assert asyncio.run(keeper.keep_due()) == 1
+    assert services.db.read(dstore.kept_figures, alice.id, "big") is not None
+    assert services.db.read(leases.held_until, job) == 0  # released once kept

@@ -14,7 +14,7 @@ import anyio.to_thread
 from mailbeacon import reports
 from mailbeacon.background import Background
 from mailbeacon.store import dashboard as store
-from mailbeacon.store import queries
+from mailbeacon.store import leases, queries
 from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.writer import Writer
 
@@ -168,6 +168,9 @@ REUSE = 10
 MIN_AGE = 10 * 1_000_000  # µs
 LARGE = 10_000  # messages: a campaign this large gets its figures before its first view
 WATCHED = 3600 * 1_000_000  # µs: a campaign viewed this recently is kept fresh
+# A node computing a campaign's figures holds its lease (store.leases), so that several nodes do
+# it once; one that dies in the middle delays them this long at most.
+LEASE = 10 * 60 * 1_000_000  # µs
 
 
 def compute(conn: Conn, user_id: int, name: str) -> Figures | None:
@@ -244,10 +247,19 @@ class Keeper(Background):
                 watched_since=now - WATCHED,
             )
         )
+        kept = 0
         for user_id, name in due:
             if self._stopping:
                 break
-            found = await anyio.to_thread.run_sync(self.db.read, compute, user_id, name)
-            if found is not None:
-                await self.writer.run(keep, user_id, name, found)
-        return len(due)
+            job = f"campaign-figures/{user_id}/{name}"
+            until = int(time.time() * 1e6) + LEASE
+            if not await self.writer.run(leases.claim, job, now=until - LEASE, until=until):
+                continue  # another node is computing them
+            try:
+                found = await anyio.to_thread.run_sync(self.db.read, compute, user_id, name)
+                if found is not None:
+                    await self.writer.run(keep, user_id, name, found)
+                    kept += 1
+            finally:
+                await self.writer.run(leases.release, job, until=until)
+        return kept
