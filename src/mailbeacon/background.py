@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+
+log = logging.getLogger(__name__)
 
 
 class Background:
@@ -33,4 +36,36 @@ class Background:
             self._task = None
 
     async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Periodic(Background):
+    """A ``round`` as it starts, then every ``poll`` seconds and when poked; a round that fails is
+    logged (``failed`` says what failed) and done again at the next. ``stop`` lets the round in
+    progress finish, which looks at ``_stopping`` to end early: its reads run on threads that
+    cancelling would orphan."""
+
+    failed = "a background round"
+
+    def __init__(self, poll: float) -> None:
+        self.poll = poll
+        self._stopping = False
+        super().__init__()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self.round()
+            except Exception:
+                log.exception("%s failed; it is tried again at the next round", self.failed)
+            await self._woken(self.poll)
+
+    async def round(self) -> object:
         raise NotImplementedError

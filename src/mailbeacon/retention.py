@@ -26,7 +26,7 @@ import anyio.to_thread
 
 from mailbeacon import sessions
 from mailbeacon.accounts import now_us
-from mailbeacon.background import Background
+from mailbeacon.background import Periodic
 from mailbeacon.settings import Settings
 from mailbeacon.store import leases, partitions
 from mailbeacon.store import retention as store
@@ -162,12 +162,14 @@ def describe(report: Report) -> str:
     return "; ".join(parts) or "nothing"
 
 
-class Retention(Background):
+class Retention(Periodic):
     """Prunes once an hour in the background of ``serve``, on one node of those sharing the
     database: a round first claims the job's lease for the hour (never released: the others
     find it taken until the hour is over, and one of them runs the next). Each node looks every
     ``poll`` seconds, so a node that stops hands the job on within that. Stopping lets the
     batch in progress finish (it runs on a thread that cancelling would orphan)."""
+
+    failed = "retention"
 
     def __init__(
         self,
@@ -182,26 +184,9 @@ class Retention(Background):
         self.db = db
         self.writer = writer
         self.settings = settings
-        self.poll = poll
         self.period = period
         self.clock = clock
-        self._stopping = False
-        super().__init__()
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self.round()
-            except Exception:
-                log.exception("retention failed; it is tried again at the next round")
-            await self._woken(self.poll)
+        super().__init__(poll)
 
     async def round(self) -> Report | None:
         """Prune if this node gets the hour's lease; what it removed, or None."""

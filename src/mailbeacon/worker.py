@@ -69,7 +69,7 @@ class Worker:
         else:
             loop.call_soon_threadsafe(self._wake.set)
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float = 4.0) -> None:
         """Claim nothing more; let the attempts in flight finish for up to ``grace`` seconds, then
         cancel them (they are made again after their lease)."""
         task, self._task = self._task, None

@@ -47,7 +47,7 @@ DEFAULT_HOLD = 60_000_000  # µs
 DRAIN_BATCH = 500  # spooled hits stored a transaction
 DRAIN_RETRY = (0.25, 2.0)  # seconds between tries while the database is out: first, most
 BATCHES_KEPT = 86_400_000_000  # µs: a day of hit_batches rows, far longer than any outage drain
-STOP_DRAINING = 5.0  # seconds a stopping server goes on draining; the rest waits in the spool
+STOP_DRAINING = 3.0  # seconds a stopping server goes on draining; the rest waits in the spool
 # Failures that say the database is out of reach (try again later), not that it refuses a row.
 OUTAGE = (psycopg.OperationalError, sqlite3.OperationalError, OSError, TimeoutError)
 P = ParamSpec("P")

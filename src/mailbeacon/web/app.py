@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -84,12 +85,14 @@ class App:
                 if relay is not None:  # first: what it is queueing commits before the writer stops
                     await relay.stop()
                 refresher.stop()
-                await services.retention.stop()
-                await services.keeper.stop()
-                await services.dispatcher.stop()
-                await services.notifier.stop()
-                await services.deliverer.stop()
-                await services.settler.stop()
+                # At once, so that SIGTERM ends within 10 s: attempts in flight get 4 s, a round
+                # in progress finishes (its reads run on threads), then the writer commits what
+                # is queued and drains the spool for up to 3 s.
+                await asyncio.gather(
+                    services.retention.stop(), services.keeper.stop(),
+                    services.dispatcher.stop(), services.notifier.stop(),
+                    services.deliverer.stop(), services.settler.stop(),
+                )  # fmt: skip
                 await services.writer.stop()
                 services.db.close()
 

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import anyio.to_thread
 
 from mailbeacon import reports
-from mailbeacon.background import Background
+from mailbeacon.background import Periodic
 from mailbeacon.store import dashboard as store
 from mailbeacon.store import leases, queries
 from mailbeacon.store.db import Conn, Database
@@ -207,32 +207,19 @@ def campaign(conn: Conn, user_id: int, name: str, stats: dict[str, Any]) -> list
     ]
 
 
-class Keeper(Background):
+class Keeper(Periodic):
     """Computes campaigns' figures in the background of ``serve`` (see ``CHEAP``): as it
-    starts, every ``poll`` seconds, and when poked (a page showed stale figures). Stopping
-    lets a round in progress finish: its reads run on threads that cancelling would orphan."""
+    starts, every ``poll`` seconds, and when poked (a page showed stale figures)."""
+
+    failed = "computing campaign figures"
 
     def __init__(self, db: Database, writer: Writer, poll: float = 30.0) -> None:
         self.db = db
         self.writer = writer
-        self.poll = poll
-        self._stopping = False
-        super().__init__()
+        super().__init__(poll)
 
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self.keep_due()
-            except Exception:
-                log.exception("computing campaign figures failed; they are tried again")
-            await self._woken(self.poll)
+    async def round(self) -> int:
+        return await self.keep_due()
 
     async def keep_due(self) -> int:
         """Compute and keep the figures that are due; how many."""
