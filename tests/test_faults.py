@@ -29,7 +29,7 @@ from mailbeacon import accounts
 from mailbeacon.store.db import Database
 from tests.conftest import SECRET
 from tests.support.postgres import TemporaryPostgres
-from tests.support.receiver import Receiver
+from tests.support.receiver import Receiver, Reply
 from tests.support.server import ServerProcess, free_port
 
 CLIENTS = 8  # load threads, spread over the nodes
@@ -258,3 +258,28 @@ def test_events_wait_for_a_webhook_receiver_that_is_down_and_each_arrives_once(
                     if sample.name == "mailbeacon_webhook_attempts_total":
                         attempts[sample.labels["outcome"]] += int(sample.value)
     assert attempts == {"failed": 10, "delivered": 10}
+
+
+def test_sigterm_ends_within_ten_seconds_with_a_webhook_attempt_hanging(cluster: Cluster) -> None:
+    a = cluster.node("a")
+    user = Database(cluster.url).write(accounts.create_user, "alice@example.test")
+    with Receiver() as receiver:
+        receiver.replies.append(Reply(hang=60))
+        hook = {"url": receiver.url, "events": ["email.opened"]}
+        api(a, user.api_key, "/api/v1/webhooks", hook)
+        conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10)
+        headers = {"User-Agent": THUNDERBIRD, "X-Forwarded-For": "198.51.100.1"}
+        conn.request("GET", "/" + pixel_of(a, user.api_key), headers=headers)
+        assert conn.getresponse().status == 200
+        conn.close()
+        deadline = time.monotonic() + 30
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert receiver.requests  # the attempt is in flight, and hangs
+        started = time.monotonic()
+        a.kill(signal.SIGTERM)
+        assert time.monotonic() - started < 10
+        assert a.process.returncode == 0
+    with Database(cluster.url) as db:
+        state = db.read(lambda conn: conn.one("SELECT state FROM deliveries"))
+    assert state == ("pending",)  # made again after its lease, by whichever node is up
