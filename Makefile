@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
-	scripts/system-packages postgresql nginx wrk
+	scripts/system-packages postgresql nginx wrk nghttp2-client
 	$(BIN)/python bench/run.py
 
 # Honest opens on simulated campaigns with ground truth (tests/simulator.py): the README's table.

@@ -2,9 +2,12 @@
 
 The machine is small and noisy (2 cores shared with the load generator), so absolute figures mean
 little: every round measures nginx's `empty_gif` with an access log (the classic log-based pixel)
-right before mailbeacon on SQLite and on PostgreSQL, and the report gives medians over the rounds
-and mailbeacon's throughput as a fraction of nginx's. It also checks what a pixel promises: every
-answered hit is in the database. Then it times `mailbeacon replay` on a generated log, and
+right before mailbeacon on SQLite and on PostgreSQL, on one node and on two, and the report gives
+medians over the rounds, mailbeacon's throughput as a fraction of nginx's, the CPU seconds a
+million hits cost, and the latency at half of each one-node peak, paced by the clock. It also
+checks what a pixel promises: every answered hit is in the database. A soak keeps one node at
+half its peak for 10 minutes and watches its memory (`bench/run.py soak` runs that part alone).
+Then it times `mailbeacon replay` on a generated log, and
 `mailbeacon send` of a campaign and its delivery to a loopback SMTP server
 (`bench/run.py campaign` runs that part alone), and the time from a hit to its webhook
 (`bench/run.py notify`), and the dashboard's pages on a campaign of 100,000 recipients
@@ -13,12 +16,16 @@ answered hit is in the database. Then it times `mailbeacon replay` on a generate
 Writes BENCHMARKS.md and prints it. Exits 1 if an answered hit was not recorded (or a replayed
 line was lost), 2 if the bench could not run; a missed speed target is only a warning.
 
-    BENCH_SECONDS=5 BENCH_ROUNDS=1 BENCH_REPLAY_LINES=50000 .venv/bin/python bench/run.py
+    BENCH_SECONDS=5 BENCH_ROUNDS=1 BENCH_SOAK_SECONDS=60 BENCH_REPLAY_LINES=50000 \
+        .venv/bin/python bench/run.py
+
+The load generators and what they say are in bench/load.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.cookiejar
 import http.server
 import json
@@ -27,6 +34,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -52,6 +60,16 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from load import (  # noqa: E402 (bench/, beside this script)
+    PACED_RATE_PER_CONNECTION,
+    Load,
+    h2load_command,
+    merge,
+    paced_connections,
+    parse_h2load,
+    parse_wrk,
+    wrk_command,
+)
 from tests.support.postgres import TemporaryPostgres  # noqa: E402
 from tests.support.server import free_port  # noqa: E402
 from tests.support.upstream import Upstream as UpstreamServer  # noqa: E402
@@ -73,7 +91,8 @@ ROUNDS = _env_int("BENCH_ROUNDS", 3)
 REPLAY_LINES = _env_int("BENCH_REPLAY_LINES", 200_000)
 REPLAY_BATCHES = 4  # POSTs of REPLAY_RECIPIENTS each: a few hundred messages to hit
 REPLAY_RECIPIENTS = 100
-TARGET_RATIO = 0.3  # mailbeacon's pixel at ≥ 0.3× nginx's log-based pixel
+TARGET_RATIO = 0.3  # mailbeacon's pixel at ≥ 0.3× nginx's log-based pixel, on one node
+TARGET_HALF_LOAD_P99_MS = 20  # p99 under 20 ms at half of the peak rate
 TARGET_REPLAY_RATE = 20_000  # hits/s
 
 START_TIMEOUT = 30
@@ -86,14 +105,6 @@ HTML = '<html><body><p>Hello</p><a href="https://example.test/">x</a></body></ht
 # and the last line of a Python traceback, which names the exception.
 LOG_ERROR = re.compile(r"\[(error|crit|alert|emerg|ERROR|CRITICAL)\]|\s(ERROR|CRITICAL)\s")
 EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))\b")
-
-# Names and labels of the load scenarios, in the order each round runs them.
-SCENARIOS = {
-    "nginx": "nginx `empty_gif` + access log (reference)",
-    "sqlite": "mailbeacon on SQLite",
-    "postgresql": "mailbeacon on PostgreSQL",
-    "people": "mailbeacon on SQLite, every hit a person's open (each one notifies)",
-}
 
 USER_AGENTS = (
     "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
@@ -126,6 +137,7 @@ class Machine:
     date: str
     nginx: str
     wrk: str
+    h2load: str
     postgresql: str
     sqlite: str
 
@@ -139,25 +151,10 @@ class Machine:
             ("date", self.date),
             ("nginx", self.nginx),
             ("wrk", self.wrk),
+            ("h2load", self.h2load),
             ("PostgreSQL", self.postgresql),
             ("SQLite", self.sqlite),
         ]
-
-
-@dataclass(frozen=True)
-class Load:
-    """What wrk saw in one run."""
-
-    requests: int  # responses read in full ("N requests in …")
-    non_2xx: int  # of which an error status ("Non-2xx or 3xx responses")
-    socket_errors: int  # connect, read, write and timeout errors
-    rate: float  # Requests/sec
-    p50_ms: float
-    p99_ms: float
-
-    @property
-    def answered(self) -> int:
-        return self.requests - self.non_2xx
 
 
 @dataclass(frozen=True)
@@ -166,26 +163,69 @@ class Round:
 
     load: Load
     recorded: int  # hits (nginx: access log lines) written during the measured run
-    cpu_seconds: float  # CPU (user + system) of the server's process group during the run
-    log_errors: int  # error lines in the server's log, whole run
-    exceptions: Counter[str]  # exceptions named in its tracebacks
-    exit_code: int | None  # how the server exited when asked to stop; None: it had to be killed
+    cpu_seconds: float  # CPU (user + system) of the servers' process groups during the run
+    db_cpu_seconds: float  # of PostgreSQL's processes during the run; 0 without PostgreSQL
+    log_errors: int  # error lines in the servers' logs, whole run
+    exceptions: Counter[str]  # exceptions named in their tracebacks
+    exit_code: int | None  # how the servers exited when asked to stop; None: one was killed
 
     @property
     def complete(self) -> bool:
         return self.recorded >= self.load.answered
 
-    @property
-    def cpu_us_per_request(self) -> float:
-        return self.cpu_seconds / max(self.load.requests, 1) * 1e6
+    def per_million_hits(self, cpu_seconds: float) -> float:
+        """CPU seconds a million hits answered (the same figure as µs a hit)."""
+        return cpu_seconds / max(self.load.answered, 1) * 1e6
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How a load scenario runs."""
+
+    label: str
+    store: str  # "nginx" (the reference), "sqlite" or "postgresql"
+    nodes: int = 1  # `mailbeacon serve` processes on the same database
+    people: bool = False  # every hit a person's open, which notifies
+    half_of: str | None = None  # paced at half the rate this scenario reached in the round
+
+
+# The load scenarios, in the order each round runs them.
+SCENARIOS = {
+    "nginx": Setup("nginx `empty_gif` + access log (reference)", "nginx"),
+    "sqlite": Setup("mailbeacon on SQLite", "sqlite"),
+    "sqlite-half": Setup("mailbeacon on SQLite, at half its peak", "sqlite", half_of="sqlite"),
+    "postgresql": Setup("mailbeacon on PostgreSQL", "postgresql"),
+    "postgresql-half": Setup(
+        "mailbeacon on PostgreSQL, at half its peak", "postgresql", half_of="postgresql"
+    ),
+    "sqlite-2": Setup("mailbeacon, two nodes on one SQLite file", "sqlite", nodes=2),
+    "postgresql-2": Setup(
+        "mailbeacon, two nodes on one PostgreSQL database", "postgresql", nodes=2
+    ),
+    "people": Setup(
+        "mailbeacon on SQLite, every hit a person's open (each one notifies)", "sqlite", people=True
+    ),
+}
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    label: str
+    setup: Setup
     rounds: list[Round]
     ratios: list[float]  # requests/s over nginx's in the same round
+
+    @property
+    def label(self) -> str:
+        return self.setup.label
+
+    def cost(self) -> str:
+        """Median CPU seconds a million hits: the servers', and PostgreSQL's when it is used."""
+        server = statistics.median(r.per_million_hits(r.cpu_seconds) for r in self.rounds)
+        if self.setup.store != "postgresql":
+            return f"{server:.1f}"
+        db = statistics.median(r.per_million_hits(r.db_cpu_seconds) for r in self.rounds)
+        return f"{server + db:.1f} ({server:.1f} + PostgreSQL {db:.1f})"
 
     def median(self, metric: Callable[[Load], float]) -> float:
         return statistics.median(metric(r.load) for r in self.rounds)
@@ -272,15 +312,26 @@ class Processes:
 
     def run(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
         """Run a command to its end, capturing its output."""
-        child = self._popen(args, subprocess.PIPE, subprocess.PIPE)
+        return self.run_all([args], timeout)[0]
+
+    def run_all(
+        self, commands: Sequence[Sequence[str]], timeout: float
+    ) -> list[subprocess.CompletedProcess[str]]:
+        """Run commands side by side, each to its end, capturing their output."""
+        children = [self._popen(args, subprocess.PIPE, subprocess.PIPE) for args in commands]
+        deadline = time.monotonic() + timeout
+        done = []
         try:
-            out, err = child.communicate(timeout=timeout)
+            for child in children:
+                out, err = child.communicate(timeout=max(0.0, deadline - time.monotonic()))
+                done.append(subprocess.CompletedProcess(child.args, child.returncode, out, err))
         finally:
-            if child.poll() is None:
-                _signal(child, signal.SIGKILL)
-                child.wait()
-            self._children.remove(child)
-        return subprocess.CompletedProcess(args, child.returncode, out, err)
+            for child in children:
+                if child.poll() is None:
+                    _signal(child, signal.SIGKILL)
+                    child.wait()
+                self._children.remove(child)
+        return done
 
 
 def _wait_until_up(name: str, url: str, child: subprocess.Popen[str], log: Path) -> None:
@@ -342,6 +393,7 @@ def describe_machine(pg: TemporaryPostgres) -> Machine:
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         nginx=_output(["nginx", "-v"]).removeprefix("nginx version: "),
         wrk=_output(["wrk", "--version"]).split(" Copyright")[0],
+        h2load=_output(["h2load", "--version"]),
         postgresql=_output([str(pg.bindir / "postgres"), "--version"]),
         sqlite=sqlite3.sqlite_version,
     )
@@ -349,45 +401,89 @@ def describe_machine(pg: TemporaryPostgres) -> Machine:
 
 # ── Load ─────────────────────────────────────────────────────────────────────────────────────
 
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+Drive = Callable[["Subject", int], Load]  # puts load on a subject for so many seconds
 
 
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
-    if not match:
-        raise BenchError(f"cannot read wrk's latency {text!r}")
-    return float(match[1]) * _UNITS_MS[match[2]]
+def _generate(procs: Processes, commands: Sequence[Sequence[str]], seconds: int) -> list[str]:
+    """Run load generators side by side (one per node); what each printed."""
+    outputs = []
+    for done in procs.run_all(commands, timeout=seconds + 60):
+        if done.returncode != 0:
+            raise BenchError(
+                f"{done.args[0]} failed ({done.returncode}): {done.stderr}{done.stdout}"
+            )
+        outputs.append(done.stdout)
+    return outputs
 
 
-def parse_wrk(output: str) -> Load:
-    def find(pattern: str) -> re.Match[str] | None:
-        return re.search(pattern, output, re.MULTILINE)
-
-    requests = find(r"^\s*(\d+) requests in ")
-    rate = find(r"^Requests/sec:\s*([\d.]+)")
-    p50 = find(r"^\s*50(?:\.0+)?%\s+(\S+)")
-    p99 = find(r"^\s*99(?:\.0+)?%\s+(\S+)")
-    if not (requests and rate and p50 and p99):
-        raise BenchError(f"cannot read wrk's output:\n{output}")
-    non_2xx = find(r"Non-2xx or 3xx responses:\s*(\d+)")
-    sockets = find(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
-    return Load(
-        requests=int(requests[1]),
-        non_2xx=int(non_2xx[1]) if non_2xx else 0,
-        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
-        rate=float(rate[1]),
-        p50_ms=_ms(p50[1]),
-        p99_ms=_ms(p99[1]),
-    )
+def _wrk_commands(
+    urls: Sequence[str], seconds: int, headers: Sequence[str] = ()
+) -> list[list[str]]:
+    nodes = len(urls)
+    return [
+        wrk_command(
+            url,
+            threads=max(1, THREADS // nodes),
+            connections=CONNECTIONS // nodes,
+            seconds=seconds,
+            headers=headers,
+        )
+        for url in urls
+    ]
 
 
-def wrk(procs: Processes, url: str, seconds: int, headers: Sequence[str] = ()) -> Load:
-    args = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
-    args += [f"-H{header}" for header in headers]
-    done = procs.run(args, timeout=seconds + 60)
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
-    return parse_wrk(done.stdout)
+def _h2load_commands(
+    urls: Sequence[str],
+    logs: Sequence[Path],
+    rate: float,
+    seconds: int,
+    headers: Sequence[str] = (),
+) -> list[list[str]]:
+    share = rate / len(urls)
+    connections = paced_connections(share, CONNECTIONS // len(urls))
+    return [
+        h2load_command(
+            url, rate=share, connections=connections, seconds=seconds, log=log, headers=headers
+        )
+        for url, log in zip(urls, logs, strict=True)
+    ]
+
+
+PIXEL = "http://127.0.0.1:$PORT/o/$TOKEN.gif"  # what the commands in the report aim at
+H2LOAD_LOG = Path("h2load.log")
+
+
+def shown(commands: Sequence[Sequence[str]]) -> str:
+    """Commands as the report shows them: run at once (&), paths relative to the repository."""
+    return " & ".join(shlex.join(c) for c in commands).replace(f"{REPO}/", "")
+
+
+def flat_out(procs: Processes, subject: Subject, seconds: int) -> Load:
+    """wrk as fast as the server answers. With several nodes, one wrk for each at once, with its
+    share of the connections and of the threads: no load balancer in front, which would take
+    CPU from the two cores that the nodes and wrk already share."""
+    commands = _wrk_commands(subject.urls, seconds, subject.headers)
+    try:
+        return merge([parse_wrk(output) for output in _generate(procs, commands, seconds)])
+    except ValueError as exc:
+        raise BenchError(str(exc)) from exc
+
+
+def paced(procs: Processes, rate: float, subject: Subject, seconds: int) -> Load:
+    """``rate`` requests a second (h2load: see bench/load.py for why), shared by the nodes."""
+    logs = [server.log.with_suffix(".h2load") for server in subject.servers]
+    commands = _h2load_commands(subject.urls, logs, rate, seconds, subject.headers)
+    share = rate / len(subject.urls)
+    try:
+        outputs = _generate(procs, commands, seconds)
+        return merge(
+            [parse_h2load(output, log, share) for output, log in zip(outputs, logs, strict=True)]
+        )
+    except ValueError as exc:
+        raise BenchError(str(exc)) from exc
+    finally:
+        for log in logs:
+            log.unlink(missing_ok=True)  # a line a request: ~170 MB in a soak
 
 
 # ── Servers ──────────────────────────────────────────────────────────────────────────────────
@@ -405,10 +501,11 @@ class Server:
 
 @dataclass(frozen=True)
 class Subject:
-    """What wrk aims at, and how to count what the server has recorded so far."""
+    """What the load generator aims at (one URL a node), and how to count what the servers have
+    recorded so far."""
 
-    server: Server
-    url: str
+    servers: Sequence[Server]
+    urls: Sequence[str]  # the same resource on each server
     count: Callable[[], int]
     headers: Sequence[str] = ()  # sent with every request
 
@@ -416,18 +513,50 @@ class Subject:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def group_cpu_seconds(group: int) -> float:
-    """CPU time (user + system) used so far by the live processes of a process group."""
-    ticks = 0
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """Each live process: its id and the fields of its /proc/PID/stat after the command name
+    (state, ppid, pgrp, …, utime, stime, cutime, cstime at 11 to 14)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rpartition(")")[2].split()
+            yield int(stat.parent.name), stat.read_text().rpartition(")")[2].split()
         except OSError:
             continue  # the process ended meanwhile
-        # After the command name: state, ppid, pgrp, …, utime (12th), stime (13th).
+
+
+def _cpu_ticks(fields: Sequence[str], *, ended_children: bool = False) -> int:
+    """User + system time of a process; with its children that ended and were waited for."""
+    return sum(int(f) for f in fields[11 : 15 if ended_children else 13])
+
+
+def group_cpu_seconds(group: int) -> float:
+    """CPU time (user + system) used so far by the live processes of a process group."""
+    return sum(_cpu_ticks(f) for _, f in _processes() if int(f[2]) == group) / CLOCK_TICKS
+
+
+def postgres_cpu_seconds(pg: TemporaryPostgres) -> float:
+    """CPU time used so far by the PostgreSQL server: the postmaster with the backends and
+    background processes it has ended, and those it runs now (its children)."""
+    postmaster = int((pg.dir / "data" / "postmaster.pid").read_text().split()[0])
+    return (
+        sum(
+            _cpu_ticks(f, ended_children=pid == postmaster)
+            for pid, f in _processes()
+            if postmaster in (pid, int(f[1]))
+        )
+        / CLOCK_TICKS
+    )
+
+
+def group_rss_kib(group: int) -> int:
+    """Resident memory (VmRSS) of the live processes of a process group, in KiB."""
+    total = 0
+    for pid, fields in _processes():
         if int(fields[2]) == group:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLOCK_TICKS
+            with contextlib.suppress(OSError):  # it ended meanwhile
+                status = Path(f"/proc/{pid}/status").read_text()
+                if rss := re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE):
+                    total += int(rss[1])
+    return total
 
 
 def _count_lines(path: Path) -> int:
@@ -464,7 +593,7 @@ def nginx(procs: Processes, workdir: Path) -> Iterator[Subject]:
     try:
         _wait_until_up("nginx", server.base + "/o/x.gif", child, workdir / "stderr.log")
         yield Subject(
-            server, server.base + "/o/x.gif", lambda: _count_lines(workdir / "access.log")
+            [server], [server.base + "/o/x.gif"], lambda: _count_lines(workdir / "access.log")
         )
     finally:
         server.exit_code = procs.stop(child, signal.SIGQUIT)  # SIGQUIT: graceful shutdown
@@ -491,11 +620,12 @@ def add_user(procs: Processes, data: Path, db: str | None) -> str:
 
 @contextlib.contextmanager
 def mailbeacon(
-    procs: Processes, data: Path, db: str | None, extra: Sequence[str] = ()
+    procs: Processes, data: Path, db: str | None, extra: Sequence[str] = (), log: str = "serve"
 ) -> Iterator[Server]:
-    """``mailbeacon serve`` on a free loopback port, stopped with SIGINT."""
+    """``mailbeacon serve`` on a free loopback port, stopped with SIGINT; its output goes to
+    ``data/{log}.log``."""
     port = free_port()
-    server = Server(f"http://127.0.0.1:{port}", data / "serve.log")
+    server = Server(f"http://127.0.0.1:{port}", data / f"{log}.log")
     args = [*MAILBEACON, "serve", "--listen", f"127.0.0.1:{port}", *_flags(data, db), *extra]
     child = procs.start(args, server.log)
     server.group = child.pid
@@ -529,20 +659,29 @@ def register(
 
 @contextlib.contextmanager
 def pixel(
-    procs: Processes, data: Path, db: str | None, *, people: bool = False
+    procs: Processes, data: Path, db: str | None, *, people: bool = False, nodes: int = 1
 ) -> Iterator[Subject]:
-    """mailbeacon serving the pixel of one registered message. wrk's requests carry no
+    """mailbeacon serving the pixel of one registered message, on ``nodes`` servers that share
+    the data directory (the secret, and the SQLite file unless ``db``). The requests carry no
     User-Agent and come from where the message was registered: machine or self opens, which
     notify nobody. With ``people``, each is Thunderbird behind a trusted proxy a day after
     sending: a person's open, published as an event (the hit outbox, then the notifier)."""
     key = add_user(procs, data, db)
     extra = ["--trusted-proxies", "127.0.0.1/32"] if people else []
-    with mailbeacon(procs, data, db, extra) as server:
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(mailbeacon(procs, data, db, extra, f"serve-{n}" if n else "serve"))
+            for n in range(nodes)
+        ]
         sent_at = (datetime.now(UTC) - timedelta(days=1)).isoformat() if people else None
-        message = register(server, key, ["reader@example.test"], sent_at)[0]
+        message = register(servers[0], key, ["reader@example.test"], sent_at)[0]
+        path = message["pixel_url"].removeprefix(servers[0].base)
         headers = [f"User-Agent: {THUNDERBIRD}", "X-Forwarded-For: 203.0.113.7"] if people else []
         yield Subject(
-            server, message["pixel_url"], lambda: count_hits(db or _sqlite(data)), headers
+            servers,
+            [server.base + path for server in servers],
+            lambda: count_hits(db or _sqlite(data)),
+            headers,
         )
 
 
@@ -559,38 +698,59 @@ def _exceptions(log: Sequence[str]) -> Counter[str]:
     return Counter(m[1].rsplit(".", 1)[-1] for m in named if m)
 
 
-def measure(procs: Processes, scenario: contextlib.AbstractContextManager[Subject]) -> Round:
-    """Warm up, count, load for SECONDS, stop the server, count again."""
+def _cpu_seconds(subject: Subject, pg: TemporaryPostgres | None) -> tuple[float, float]:
+    """CPU used so far by the servers, and by PostgreSQL (0 without)."""
+    servers = sum(group_cpu_seconds(server.group) for server in subject.servers)
+    return servers, postgres_cpu_seconds(pg) if pg else 0.0
+
+
+def measure(
+    procs: Processes,
+    scenario: contextlib.AbstractContextManager[Subject],
+    drive: Drive,
+    pg: TemporaryPostgres | None = None,
+    seconds: int = SECONDS,
+) -> Round:
+    """Warm up, count, load for ``seconds``, stop the servers, count again. ``pg``: the server
+    of the scenario's database, whose CPU is counted too."""
     with scenario as subject:
-        wrk(procs, subject.url, WARMUP_SECONDS, subject.headers)
+        drive(subject, WARMUP_SECONDS)
         before = subject.count()
-        cpu_before = group_cpu_seconds(subject.server.group)
-        load = wrk(procs, subject.url, SECONDS, subject.headers)
-        cpu = group_cpu_seconds(subject.server.group) - cpu_before
-    log = _lines(subject.server.log)
+        cpu_before = _cpu_seconds(subject, pg)
+        load = drive(subject, seconds)
+        cpu, db_cpu = (a - b for a, b in zip(_cpu_seconds(subject, pg), cpu_before, strict=True))
+    log = [line for server in subject.servers for line in _lines(server.log)]
+    codes = [server.exit_code for server in subject.servers]
     return Round(
         load=load,
         recorded=subject.count() - before,
         cpu_seconds=cpu,
+        db_cpu_seconds=db_cpu,
         log_errors=sum(1 for line in log if LOG_ERROR.search(line)),
         exceptions=_exceptions(log),
-        exit_code=subject.server.exit_code,
+        exit_code=None if None in codes else next((c for c in codes if c), 0),
     )
 
 
 def run_round(procs: Processes, pg: TemporaryPostgres, workdir: Path, n: int) -> dict[str, Round]:
-    scenarios: dict[str, contextlib.AbstractContextManager[Subject]] = {
-        "nginx": nginx(procs, workdir / "nginx"),
-        "sqlite": pixel(procs, workdir / "sqlite", None),
-        "postgresql": pixel(procs, workdir / "postgresql", pg.create_database(f"round{n}")),
-        "people": pixel(procs, workdir / "people", None, people=True),
-    }
-    results = {}
-    for name, scenario in scenarios.items():
-        result = results[name] = measure(procs, scenario)
+    results: dict[str, Round] = {}
+    for name, setup in SCENARIOS.items():
+        where = workdir / name
+        db = pg.create_database(f"round{n}-{name}") if setup.store == "postgresql" else None
+        scenario = (
+            nginx(procs, where)
+            if setup.store == "nginx"
+            else pixel(procs, where, db, people=setup.people, nodes=setup.nodes)
+        )
+        drive: Drive = (
+            functools.partial(paced, procs, results[setup.half_of].load.rate / 2)
+            if setup.half_of
+            else functools.partial(flat_out, procs)
+        )
+        result = results[name] = measure(procs, scenario, drive, pg if db else None)
         load = result.load
         print(
-            f"  round {n}/{ROUNDS} {name:<10} {load.rate:>9,.0f} req/s  "
+            f"  round {n}/{ROUNDS} {name:<15} {load.rate:>9,.0f} req/s  "
             f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms  "
             f"answered {load.answered:,}, recorded {result.recorded:,}",
             flush=True,
@@ -604,12 +764,137 @@ def collect(rounds: list[dict[str, Round]]) -> list[Scenario]:
     return [
         Scenario(
             name,
-            label,
+            setup,
             [r[name] for r in rounds],
             [r[name].load.rate / ref for r, ref in zip(rounds, reference, strict=True)],
         )
-        for name, label in SCENARIOS.items()
+        for name, setup in SCENARIOS.items()
     ]
+
+
+# ── Soak ─────────────────────────────────────────────────────────────────────────────────────
+
+SOAK_SECONDS = _env_int("BENCH_SOAK_SECONDS", 600)
+SOAK_EVERY = 10  # seconds between two samples of the server's memory
+TARGET_SOAK_GROWTH = 0.10  # resident memory, the last minute's median over the first minute's
+
+
+class MemoryWatch:
+    """A drive that samples the servers' resident memory every SOAK_EVERY seconds while another
+    drive runs, and keeps the samples of its last run: (seconds into the run, KiB)."""
+
+    def __init__(self, drive: Drive) -> None:
+        self.drive = drive
+        self.samples: list[tuple[float, int]] = []
+
+    def __call__(self, subject: Subject, seconds: int) -> Load:
+        samples: list[tuple[float, int]] = []
+        done = threading.Event()
+        started = time.monotonic()
+
+        def sample() -> None:
+            while True:
+                kib = sum(group_rss_kib(server.group) for server in subject.servers)
+                samples.append((time.monotonic() - started, kib))
+                if done.wait(SOAK_EVERY):
+                    return
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            return self.drive(subject, seconds)
+        finally:
+            done.set()
+            sampler.join()
+            self.samples = samples
+
+
+@dataclass(frozen=True)
+class Soak:
+    peak: float  # req/s flat out: the soak runs at half of it
+    run: Round
+    rss_kib: list[tuple[float, int]]  # (seconds into the run, KiB) every SOAK_EVERY seconds
+
+    def minute(self, *, last: bool) -> float:
+        """Median resident memory (KiB) over the first or the last minute."""
+        end = self.rss_kib[-1][0]
+        return statistics.median(
+            kib for t, kib in self.rss_kib if (t > end - 60 if last else t < 60)
+        )
+
+    @property
+    def growth(self) -> float:
+        return self.minute(last=True) / self.minute(last=False) - 1
+
+
+def soak(procs: Processes, data: Path, peak: float | None) -> Soak:
+    """One node on SQLite paced at half of ``peak`` req/s for SOAK_SECONDS, its memory sampled;
+    without ``peak``, it is measured first on a server of its own."""
+    if peak is None:
+        top = measure(procs, pixel(procs, data / "peak", None), functools.partial(flat_out, procs))
+        peak = top.load.rate
+    watch = MemoryWatch(functools.partial(paced, procs, peak / 2))
+    run = measure(procs, pixel(procs, data / "soak", None), watch, seconds=SOAK_SECONDS)
+    return Soak(peak, run, watch.samples)
+
+
+def soak_report(run: Soak) -> list[str]:
+    mib = [kib / 1024 for _, kib in run.rss_kib]
+    minutes = [
+        [kib / 1024 for t, kib in run.rss_kib if m * 60 <= t < (m + 1) * 60]
+        for m in range(math.ceil(run.rss_kib[-1][0] / 60))
+    ]
+    by_minute = [f"{statistics.median(minute):.0f}" for minute in minutes if minute]
+    load = run.run.load
+    rows = [
+        [
+            f"{load.offered or 0:,.0f}",
+            f"{load.rate:,.0f}",
+            f"{load.p50_ms:.2f} ms",
+            f"{load.p99_ms:.2f} ms",
+            f"{run.run.per_million_hits(run.run.cpu_seconds):.1f}",
+            f"{_yes(run.run.complete)} ({run.run.recorded:,} of {load.answered:,})",
+        ]
+    ]
+    memory = [
+        [
+            f"{mib[0]:.0f} MiB",
+            f"{min(mib):.0f} MiB",
+            f"{statistics.median(mib):.0f} MiB",
+            f"{max(mib):.0f} MiB",
+            f"{mib[-1]:.0f} MiB",
+            f"{run.growth:+.1%}",
+        ]
+    ]
+    return [
+        "## Soak",
+        "",
+        f"One node on SQLite paced at half of its peak ({run.peak:,.0f} req/s flat out) for "
+        f"{SOAK_SECONDS} s (`BENCH_SOAK_SECONDS`; alone: `.venv/bin/python bench/run.py soak`), "
+        f"`{shown(_h2load_commands([PIXEL], [H2LOAD_LOG], load.offered or 0, SOAK_SECONDS))}`, "
+        f"the resident memory of `mailbeacon serve` (VmRSS in /proc/PID/status, all the "
+        f"processes of its group) sampled every {SOAK_EVERY} s. Target: flat, the last "
+        f"minute's median no more than {TARGET_SOAK_GROWTH:.0%} above the first minute's.",
+        "",
+        *_table(
+            ["offered req/s", "answered req/s", "p50", "p99", "CPU s a million hits", "recorded"],
+            rows,
+        ),
+        "",
+        *_table(["RSS first", "min", "median", "max", "last", "growth (minute medians)"], memory),
+        "",
+        f"Median RSS minute by minute (MiB): {', '.join(by_minute)}.",
+    ]
+
+
+def soak_warnings(run: Soak) -> list[str]:
+    found = _round_warnings("soak", run.run)
+    if run.growth > TARGET_SOAK_GROWTH:
+        found.append(
+            f"soak: resident memory grew {run.growth:.1%} from the first minute to the last, "
+            f"over the {TARGET_SOAK_GROWTH:.0%} target"
+        )
+    return found
 
 
 # ── Replay ───────────────────────────────────────────────────────────────────────────────────
@@ -971,7 +1256,7 @@ def latency_warnings(runs: Sequence[Latency]) -> list[str]:
 
 
 def section_only(name: str) -> int:
-    """`bench/run.py campaign` or `bench/run.py notify`: that section alone, printed,
+    """`bench/run.py campaign`, `notify`, `dashboard` or `soak`: that section alone, printed,
     BENCHMARKS.md left as it is; exit status 1 if something was lost."""
     with (
         tempfile.TemporaryDirectory(prefix="mailbeacon-bench-", ignore_cleanup_errors=True) as tmp,
@@ -981,8 +1266,15 @@ def section_only(name: str) -> int:
             run = campaign(procs, Path(tmp) / name, CAMPAIGN_RECIPIENTS)
             report, warned, complete = campaign_report(run), campaign_warnings(run), run.complete
         elif name == "dashboard":
-            shown = dashboard(procs, Path(tmp) / name)
-            report, warned, complete = dashboard_report(shown), dashboard_warnings(shown), True
+            pages = dashboard(procs, Path(tmp) / name)
+            report, warned, complete = dashboard_report(pages), dashboard_warnings(pages), True
+        elif name == "soak":
+            soaked = soak(procs, Path(tmp) / name, None)
+            report, warned, complete = (
+                soak_report(soaked),
+                soak_warnings(soaked),
+                soaked.run.complete,
+            )
         else:
             runs = notify_latency(procs, Path(tmp) / name)
             report, warned = latency_report(runs), latency_warnings(runs)
@@ -1139,40 +1431,60 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
-def _ratio(scenario: Scenario, ratio: float) -> str:
+def _ratio(scenario: Scenario, ratio: float, load: Load | None = None) -> str:
     if scenario.name == "nginx":
         return "1.00× (reference)"
+    if scenario.setup.half_of:
+        offered = load.offered if load else scenario.median(lambda load: load.offered or 0)
+        return f"— (paced at {offered:,.0f}/s)"
     return f"{ratio:.2f}×"
 
 
+def _recorded(s: Scenario) -> str:
+    answered = sum(r.load.answered for r in s.rounds)
+    recorded = sum(r.recorded for r in s.rounds)
+    what = "log lines" if s.name == "nginx" else "hits"
+    compared = "≥" if s.complete else "<"
+    return f"{_yes(s.complete)} ({what} {recorded:,} {compared} answered {answered:,})"
+
+
 def summary_table(scenarios: Sequence[Scenario]) -> list[str]:
-    rows = []
-    for s in scenarios:
-        answered = sum(r.load.answered for r in s.rounds)
-        recorded = sum(r.recorded for r in s.rounds)
-        what = "log lines" if s.name == "nginx" else "hits"
-        compared = "≥" if s.complete else "<"
-        rows.append(
-            [
-                s.label,
-                f"{s.median(lambda load: load.rate):,.0f}",
-                f"{s.median(lambda load: load.p50_ms):.2f} ms",
-                f"{s.median(lambda load: load.p99_ms):.2f} ms",
-                _ratio(s, statistics.median(s.ratios)),
-                f"{statistics.median(r.cpu_us_per_request for r in s.rounds):.1f} µs",
-                f"{_yes(s.complete)} ({what} {recorded:,} {compared} answered {answered:,})",
-            ]
-        )
-    header = [
-        "scenario",
-        "req/s",
-        "p50",
-        "p99",
-        "× nginx",
-        "server CPU a request",
-        "every answered hit recorded",
+    """The scenarios flat out."""
+    rows = [
+        [
+            s.label,
+            f"{s.median(lambda load: load.rate):,.0f}",
+            f"{s.median(lambda load: load.p50_ms):.2f} ms",
+            f"{s.median(lambda load: load.p99_ms):.2f} ms",
+            _ratio(s, statistics.median(s.ratios)),
+            s.cost(),
+            _recorded(s),
+        ]
+        for s in scenarios
+        if not s.setup.half_of
     ]
-    return _table(header, rows)
+    header = ["scenario", "req/s", "p50", "p99", "× nginx", "CPU s a million hits"]
+    return _table([*header, "every answered hit recorded"], rows)
+
+
+def half_load_table(scenarios: Sequence[Scenario]) -> list[str]:
+    """The scenarios paced at half of their peak."""
+    rows = [
+        [
+            s.label,
+            f"{s.median(lambda load: load.offered or 0):,.0f}",
+            f"{s.median(lambda load: load.rate):,.0f}",
+            f"{s.median(lambda load: load.p50_ms):.2f} ms",
+            f"**{s.median(lambda load: load.p99_ms):.2f} ms**",
+            f"{s.median(lambda load: load.quantile(1.0)):.1f} ms",
+            s.cost(),
+            _recorded(s),
+        ]
+        for s in scenarios
+        if s.setup.half_of
+    ]
+    header = ["scenario", "offered req/s", "answered req/s", "p50", "p99", "max"]
+    return _table([*header, "CPU s a million hits", "every answered hit recorded"], rows)
 
 
 ROUNDS_HEADER = (
@@ -1195,7 +1507,7 @@ def rounds_table(scenario: Scenario) -> list[str]:
             f"{r.load.rate:,.0f}",
             f"{r.load.p50_ms:.2f} ms",
             f"{r.load.p99_ms:.2f} ms",
-            _ratio(scenario, ratio),
+            _ratio(scenario, ratio, r.load),
             f"{r.load.answered:,}",
             f"{r.recorded:,}",
             _yes(r.complete),
@@ -1224,30 +1536,44 @@ def replay_table(replays: Sequence[Replay]) -> list[str]:
     return _table(header, rows)
 
 
+def _round_warnings(where: str, r: Round) -> list[str]:
+    """What went wrong in one run: errors, the servers' logs and exits, a rate not kept."""
+    found = []
+    if r.load.non_2xx or r.load.socket_errors:
+        found.append(
+            f"{where}: {r.load.non_2xx} error responses, {r.load.socket_errors} socket errors"
+        )
+    if r.load.paced_shortfall:
+        found.append(
+            f"{where}: answered {r.load.rate:,.0f} req/s of the {r.load.offered or 0:,.0f} asked "
+            "(the load generator fell behind: its latencies leave out the wait)"
+        )
+    if r.log_errors or r.exceptions:
+        named = ", ".join(f"{e} ×{k}" for e, k in r.exceptions.most_common())
+        found.append(
+            f"{where}: {r.log_errors} error lines in the server log"
+            + (f"; tracebacks end in {named}" if named else "")
+        )
+    if r.exit_code is None:
+        found.append(f"{where}: the server had to be killed to stop")
+    elif r.exit_code != 0:
+        found.append(f"{where}: the server exited with {r.exit_code} when asked to stop")
+    return found
+
+
 def warnings(scenarios: Sequence[Scenario], replays: Sequence[Replay]) -> list[str]:
     found = []
     for s in scenarios:
         ratio = statistics.median(s.ratios)
         if s.name in ("sqlite", "postgresql") and ratio < TARGET_RATIO:
             found.append(f"{s.label}: {ratio:.2f}× nginx, below the {TARGET_RATIO}× target")
+        p99 = s.median(lambda load: load.p99_ms)
+        if s.setup.half_of and p99 >= TARGET_HALF_LOAD_P99_MS:
+            found.append(
+                f"{s.label}: p99 {p99:.2f} ms, over the {TARGET_HALF_LOAD_P99_MS} ms target"
+            )
         for n, r in enumerate(s.rounds, 1):
-            if r.load.non_2xx or r.load.socket_errors:
-                found.append(
-                    f"{s.label}, round {n}: {r.load.non_2xx} error responses, "
-                    f"{r.load.socket_errors} socket errors"
-                )
-            if r.log_errors or r.exceptions:
-                named = ", ".join(f"{e} ×{k}" for e, k in r.exceptions.most_common())
-                found.append(
-                    f"{s.label}, round {n}: {r.log_errors} error lines in the server log"
-                    + (f"; tracebacks end in {named}" if named else "")
-                )
-            if r.exit_code is None:
-                found.append(f"{s.label}, round {n}: the server had to be killed to stop")
-            elif r.exit_code != 0:
-                found.append(
-                    f"{s.label}, round {n}: the server exited with {r.exit_code} when asked to stop"
-                )
+            found += _round_warnings(f"{s.label}, round {n}", r)
     found.extend(
         f"replay on {r.database}: {r.rate:,.0f} hits/s, below the {TARGET_REPLAY_RATE:,}/s target"
         for r in replays
@@ -1265,6 +1591,7 @@ def render(
     *,
     notified: Sequence[Latency],
     pages: Dashboard,
+    soaked: Soak,
 ) -> str:
     settings = [
         f"BENCH_{name}={value}"
@@ -1276,10 +1603,12 @@ def render(
             ("NOTIFY_HITS", NOTIFY_HITS, 200),
             ("DASHBOARD_RECIPIENTS", DASHBOARD_RECIPIENTS, 100_000),
             ("DASHBOARD_HITS", DASHBOARD_HITS, 150_000),
+            ("SOAK_SECONDS", SOAK_SECONDS, 600),
         )
         if value != default
     ]
     command = " ".join([*settings, "make bench"])
+    half = next(s for s in scenarios if s.name == "sqlite-half").median(lambda ld: ld.offered or 0)
     lines = [
         "# Benchmarks",
         "",
@@ -1292,11 +1621,17 @@ def render(
         "",
         "## The pixel under load",
         "",
-        f"`wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency` on `GET /o/{{token}}.gif` "
+        f"Flat out: `{shown(_wrk_commands([PIXEL], SECONDS))}` on `GET /o/{{token}}.gif` "
         f"after a {WARMUP_SECONDS} s warm-up; medians of {ROUNDS} round(s), each running the "
         f"{len(SCENARIOS)} scenarios in turn. *× nginx* is the median of each round's ratio to "
-        "nginx.",
-        f"Target: mailbeacon ≥ {TARGET_RATIO}× nginx. wrk's requests carry no User-Agent and "
+        "nginx. Two nodes are two `mailbeacon serve` processes on the same data directory and "
+        "database, each loaded by a wrk of its own at the same time, "
+        f"`{shown(_wrk_commands([PIXEL, PIXEL], SECONDS))}`, rather than through a load "
+        "balancer, which would take CPU from the two cores that the nodes and wrk share: "
+        "requests/s add up, and the latencies of both make one distribution "
+        "(`bench/quantiles.lua` has each wrk print 1,000 quantiles of its own).",
+        f"Target: mailbeacon ≥ {TARGET_RATIO}× nginx on one node. The requests carry no "
+        "User-Agent and "
         "come from the address the message was registered from (machine or self opens, which "
         "notify nobody), except in the last scenario, which shows what publishing each open as "
         "an event costs: every request is a person's open (Thunderbird, through a trusted "
@@ -1304,6 +1639,22 @@ def render(
         "the notifier to `email.opened` while the load goes on.",
         "",
         *summary_table(scenarios),
+        "",
+        "### At half of the peak",
+        "",
+        "After each one-node scenario flat out, a fresh server of the same kind is loaded at "
+        "half the rate it reached in that round, open-loop: h2load (nghttp2) sends each "
+        "connection's requests by the clock, whether or not the previous answer has come, "
+        f"{PACED_RATE_PER_CONNECTION} a second at most on one connection (for the median "
+        f"SQLite run, `{shown(_h2load_commands([PIXEL], [H2LOAD_LOG], half, SECONDS))}`). wrk "
+        "has no rate option, and pacing it (a Lua `delay()`) would be closed-loop: a "
+        "connection waiting on a slow answer sends nothing meanwhile, so a stall would be "
+        "counted once rather than for every request due during it (coordinated omission). "
+        "h2load times a request from when it is sent: a run that fell behind its rate is "
+        "flagged below, as its latencies would leave out the wait. "
+        f"Target: p99 < {TARGET_HALF_LOAD_P99_MS} ms.",
+        "",
+        *half_load_table(scenarios),
     ]
     for s in scenarios:
         lines += ["", f"### {s.label}", "", *rounds_table(s)]
@@ -1324,6 +1675,8 @@ def render(
         "",
         *dashboard_report(pages),
         "",
+        *soak_report(soaked),
+        "",
         "## Warnings",
         "",
         *([f"- {w}" for w in warned] or ["None."]),
@@ -1338,18 +1691,20 @@ def render(
         "`empty_gif` from memory and writing an unbuffered access log line per request. It stores "
         "nothing queryable, while mailbeacon verifies a signed token and commits a database row "
         "before it answers.",
-        "- *answered* is wrk's count of 2xx responses; *recorded* is rows added to `hits` (for "
-        "nginx: access log lines) between the warm-up and the server's shutdown. It may exceed "
-        "*answered* by the requests still in flight when wrk stopped counting; it must never be "
-        "lower, or a visitor saw a pixel whose hit was lost.",
+        "- *answered* is the load generator's count of 2xx responses; *recorded* is rows added "
+        "to `hits` (for nginx: access log lines) between the warm-up and the servers' shutdown. "
+        "It may exceed *answered* by the requests still in flight when the load generator "
+        "stopped counting; it must never be lower, or a visitor saw a pixel whose hit was lost.",
         "- Both stores are durable as in production: PostgreSQL with its default `fsync=on` and "
         "`synchronous_commit=on` (unlike the test suite's throwaway server), SQLite with "
         "`synchronous=FULL`. PostgreSQL runs on the same two cores.",
         "- *log errors* counts error lines in the server's log (nginx's error log; mailbeacon's "
         "output) during the whole run.",
-        "- *server CPU a request* is the CPU time (user + system) of the server's processes "
-        "during the measured run over the requests answered: the cost that does not depend on "
-        "how busy the box was. PostgreSQL's own processes are not in it.",
+        "- *CPU s a million hits* is the CPU time (user + system) used during the measured run "
+        "by the server's processes (both nodes' with two), and on PostgreSQL also by "
+        "PostgreSQL's (the postmaster, its backends and background processes: shown apart), "
+        "over the hits answered, in seconds a million (the same figure as µs a hit): the cost "
+        "that does not depend on how busy the box was. The load generator's CPU is not in it.",
         "",
     ]
     return "\n".join(lines)
@@ -1383,10 +1738,14 @@ def bench() -> int:
         machine = describe_machine(pg)
         print("\n".join(f"{name}: {value}" for name, value in machine.rows()), flush=True)
         print(
-            f"\nload: {ROUNDS} round(s) of {SECONDS} s, nginx / SQLite / PostgreSQL / people",
+            f"\nload: {ROUNDS} round(s) of {SECONDS} s: {', '.join(SCENARIOS)}",
             flush=True,
         )
         rounds = [run_round(procs, pg, Path(tmp) / f"round{n}", n) for n in range(1, ROUNDS + 1)]
+        peak = statistics.median(r["sqlite"].load.rate for r in rounds)
+        print(f"soak: {SOAK_SECONDS} s at {peak / 2:,.0f} req/s on SQLite", flush=True)
+        soaked = soak(procs, Path(tmp) / "soak", peak)
+        print(f"  RSS {soaked.growth:+.1%} from the first minute to the last", flush=True)
         print(f"replay: {REPLAY_LINES:,} lines on SQLite and PostgreSQL", flush=True)
         replays = [
             replay(procs, Path(tmp) / "replay-sqlite", None, REPLAY_LINES),
@@ -1403,8 +1762,10 @@ def bench() -> int:
         pages = dashboard(procs, Path(tmp) / "dashboard")
     scenarios = collect(rounds)
     warned = warnings(scenarios, replays) + campaign_warnings(sent) + latency_warnings(notified)
-    warned += dashboard_warnings(pages)
-    text = render(machine, scenarios, replays, warned, sent, notified=notified, pages=pages)
+    warned += dashboard_warnings(pages) + soak_warnings(soaked)
+    text = render(
+        machine, scenarios, replays, warned, sent, notified=notified, pages=pages, soaked=soaked
+    )
     BENCHMARKS.write_text(text)
     print("\n" + text)
     for w in warned:
@@ -1412,6 +1773,7 @@ def bench() -> int:
     lost = [s.label for s in scenarios if not s.complete]
     lost += [f"replay on {r.database}" for r in replays if not r.complete]
     lost += [] if sent.complete else ["campaign (queued or delivered)"]
+    lost += [] if soaked.run.complete else ["soak"]
     if lost:
         print(f"FAILED: hits answered but not recorded: {', '.join(lost)}", file=sys.stderr)
         return 1
@@ -1424,7 +1786,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        if sys.argv[1:] in (["campaign"], ["notify"], ["dashboard"]):
+        if sys.argv[1:] in (["campaign"], ["notify"], ["dashboard"], ["soak"]):
             return section_only(sys.argv[1])
         return bench()
     except BenchError as exc:
