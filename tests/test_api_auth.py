@@ -105,12 +105,15 @@ def test_a_browser_mark_is_the_users_own(client: TestClient, alice: Persona, bob
 
 
 def test_settings_are_each_users_own(client: TestClient, alice: Persona, bob: Persona) -> None:
-    defaults = {"track_default": False, "alerts": "first"}
+    defaults = {
+        "track_default": False, "alerts": "first", "tracking": "full", "consent_required": False,
+        "retention_days": 0,
+    }  # fmt: skip
     assert client.get("/api/v1/settings", headers=alice.auth).json() == defaults
     changed = client.put("/api/v1/settings", json={"track_default": True}, headers=alice.auth)
     assert changed.json() == {**defaults, "track_default": True}
     changed = client.put("/api/v1/settings", json={"alerts": "digest"}, headers=alice.auth)
-    assert changed.json() == {"track_default": True, "alerts": "digest"}
+    assert changed.json() == {**defaults, "track_default": True, "alerts": "digest"}
     assert client.get("/api/v1/settings", headers=alice.auth).json() == changed.json()
     assert client.get("/api/v1/settings", headers=bob.auth).json() == defaults
 

@@ -60,7 +60,8 @@ def test_a_message_that_cannot_be_instrumented_is_refused_with_the_reason(
     broken.write_bytes(
         b"To: a@example.test\nContent-Type: multipart/alternative\n\nno boundary here\n"
     )
-    result = runner.invoke(app, ["instrument", str(broken), "--out", str(tmp_path)], env=env)
+    args = ["instrument", str(broken), "--out", str(tmp_path), "--user", alice.email]
+    result = runner.invoke(app, args, env=env)
     assert result.exit_code == 1
     assert "cannot be instrumented" in result.output
     assert "boundary" in result.output

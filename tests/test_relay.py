@@ -292,3 +292,26 @@ def test_a_message_is_committed_before_its_250_and_survives_kill_9(
     server.db.close()
     assert copy.rcpt_to == "olivia@example.test"
     assert copy.message_id is not None
+
+
+def test_a_submission_asks_for_a_mode_and_each_recipient_gets_the_strictest(
+    relay: Relay, tmp_path: Path
+) -> None:
+    pat = relay.user("pat")
+    request = urllib.request.Request(
+        f"{relay.url}/api/v1/recipients/peggy@example.test/consent", method="PUT",
+        data=b'{"state": "denied"}',
+        headers={"Authorization": f"Bearer {pat.api_key}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+    sent = relay.swaks(pat, DINNER_TO, dinner(pat, track="pseudonymous"), tmp_path)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    by_rcpt = {q.rcpt_to: q for q in relay.queued(pat)}
+    peggy = by_rcpt.pop("peggy@example.test")
+    assert peggy.message_id is None  # she refused: her copy carries no tracking
+    assert not PIXEL.findall(peggy.data)
+    assert b"https://dine.example.test/r/8812" in peggy.data
+    for copy in by_rcpt.values():
+        found = json.loads(call(f"{relay.url}/api/v1/messages/{copy.message_id}", pat))
+        assert found["tracking"] == "pseudonymous"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailbeacon.stats.estimate import ASSUMPTIONS, Seen, estimate
-from mailbeacon.store import notify, queries
+from mailbeacon.store import notify, privacy, queries
 from mailbeacon.store.db import Conn, Row
 
 
@@ -73,6 +73,7 @@ def message(conn: Conn, user_id: int, message_id: str) -> dict[str, Any] | None:
         "created_at": iso(created_at),
         "opened": state in ("opened", "inferred"),
         "state": state,
+        "tracking": privacy.message_tracking(conn, id_),
         "unsubscribed": queries.unsubscribed_by(conn, id_),
         "alerts_muted": notify.muted(conn, id_),
         "counts": {

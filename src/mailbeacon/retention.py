@@ -61,6 +61,7 @@ def steps(settings: Settings, now: int) -> list[Step]:
     found = []
     if settings.retention_days > 0:
         found.append(Step("hits", store.HITS, now - int(settings.retention_days * DAY)))
+    found.append(Step("hits past their user's own window", store.USER_HITS, now))
     if settings.ops_retention_days > 0:
         cut = now - int(settings.ops_retention_days * DAY)
         found += [

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mailbeacon.logs import FORMATS
+from mailbeacon.privacy import Minimising
 from mailbeacon.relay.upstream import Dkim, Upstream
 
 MIN_SECRET_LENGTH = 32
@@ -57,6 +58,18 @@ SETTINGS: tuple[Setting, ...] = (
         "trusted_proxies",
         "",
         "Comma-separated CIDRs whose X-Forwarded-For header is believed.",
+    ),
+    Setting(
+        "ip_truncation",
+        "0",
+        "Keep only the network of a hit's address: 24 keeps an IPv4 address's /24 and an IPv6 "
+        "address's /48 (classification sees the whole address first); 0 keeps it whole.",
+    ),
+    Setting(
+        "drop_user_agents",
+        "",
+        "Keep no hit's User-Agent (classification reads it first; the client it names is kept).",
+        switch=True,
     ),
     Setting(
         "log_format",
@@ -244,6 +257,12 @@ def _parse_switch(value: str, flag: str) -> bool:
     return value.strip().lower() in on
 
 
+def _parse_prefix(value: str) -> int:
+    if not value.strip().isdigit() or not 0 <= int(value) <= 32:
+        raise SettingsError(f"--ip-truncation is a prefix length from 0 to 32, got {value!r}")
+    return int(value)
+
+
 def _parse_file(value: str, flag: str, remedy: str) -> Path | None:
     if not value:
         return None
@@ -260,6 +279,7 @@ class Settings:
     host: str
     port: int
     log_format: str  # one of logs.FORMATS
+    minimising: Minimising  # what is kept of who fetched (--ip-truncation, --drop-user-agents)
     public_url: str
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     smtp_listen: tuple[str, int] | None  # None: no relay
@@ -324,6 +344,10 @@ class Settings:
             host=host,
             port=port,
             log_format=raw["log_format"],
+            minimising=Minimising(
+                ip_prefix=_parse_prefix(raw["ip_truncation"]),
+                keep_user_agents=not _parse_switch(raw["drop_user_agents"], "--drop-user-agents"),
+            ),
             public_url=public_url,
             trusted_proxies=_parse_networks(raw["trusted_proxies"]),
             smtp_listen=(

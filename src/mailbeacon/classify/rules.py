@@ -35,6 +35,7 @@ class MessageFacts:
     user_id: int
     sent_at: int  # µs; when the upstream server accepted it, or when it was registered
     sender_ip: str | None  # the address the sender submitted the message from
+    tracking: str = "full"  # privacy.MODES: what is kept of its hits
 
 
 class Hit(NamedTuple):

@@ -8,6 +8,7 @@ from mailbeacon.cli import (
     explain,
     instrument,
     prune,
+    recipients,
     replay,
     secret,
     send,
@@ -37,6 +38,7 @@ app.command("watch")(watch.watch)
 app.add_typer(secret.app, name="secret")
 app.add_typer(signatures.app, name="signatures")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(recipients.app, name="recipients")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from mailbeacon import accounts
 from mailbeacon.cli.common import acting_user, console, fail, open_db, print_json, with_settings
 from mailbeacon.instrument.mime import InstrumentError, header, recipients, without_bcc
 from mailbeacon.settings import Settings
+from mailbeacon.store import privacy as privacy_store
 from mailbeacon.store import queries
 from mailbeacon.tracking.register import Envelope, track_eml
 from mailbeacon.tracking.tokens import Signer
@@ -46,25 +47,25 @@ def instrument(
         campaign=campaign,
         sent_at=accounts.now_us(),
     )
-    try:
-        tracked = track_eml(
-            Signer(settings.secrets), settings.public_url, envelope, to, without_bcc(raw)
-        )
-    except InstrumentError as exc:
-        raise fail(f"{message}: cannot be instrumented: {exc}") from exc
     with open_db(settings) as db:
         user_id = acting_user(db, user)
-        db.write(
-            queries.save_messages, user_id, [t.message for t in tracked], now=accounts.now_us()
-        )
+        modes = db.read(privacy_store.modes, user_id, to)
+        try:
+            tracked = track_eml(
+                Signer(settings.secrets), settings.public_url, envelope, to, without_bcc(raw),
+                modes=modes,
+            )  # fmt: skip
+        except InstrumentError as exc:
+            raise fail(f"{message}: cannot be instrumented: {exc}") from exc
+        registered = [t.message for t in tracked if t.message is not None]
+        db.write(queries.save_messages, user_id, registered, now=accounts.now_us())
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for index, copy in enumerate(tracked, start=1):
-        path = out / _filename(index, copy.message.recipient)
+        path = out / _filename(index, copy.recipient)
         path.write_bytes(copy.eml or b"")
-        written.append(
-            {"id": copy.message.id, "recipient": copy.message.recipient, "file": str(path)}
-        )
+        message_id = copy.message.id if copy.message is not None else None  # tracking is off
+        written.append({"id": message_id, "recipient": copy.recipient, "file": str(path)})
     if as_json:
         print_json({"messages": written})
     else:

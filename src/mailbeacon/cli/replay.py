@@ -47,7 +47,7 @@ def replay(
         classifier = Classifier(
             AppleEgress.from_settings(settings), signatures.load(settings.signatures)
         )
-        report = Replayer(db, Signer(settings.secrets), classifier).run(
+        report = Replayer(db, Signer(settings.secrets), classifier, settings.minimising).run(
             lines, lambda n: progress.advance(task, n)
         )
     if as_json:

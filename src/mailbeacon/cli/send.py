@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mailbeacon import privacy
 from mailbeacon.cli.common import (
     acting_user,
     console,
@@ -92,6 +93,13 @@ def send(
         ),
     ] = None,
     user: Annotated[str | None, typer.Option(help="Whose campaign (default: the admin).")] = None,
+    tracking: Annotated[
+        str | None,
+        typer.Option(
+            help="off, anonymous, pseudonymous or full; the strictest of it, your default and "
+            "each recipient's (their consent included) applies."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     settings: Settings,
 ) -> None:
@@ -110,9 +118,14 @@ def send(
         recipients = read_list(to, reserved=RESERVED)
     except ListError as exc:
         raise fail(f"{to}: {exc}") from exc
+    try:
+        asked = privacy.mode(tracking, "--tracking") if tracking is not None else None
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
     maker = CopyMaker(
-        Signer(settings.secrets), settings.public_url, campaign, _sender(sender), templates
-    )
+        Signer(settings.secrets), settings.public_url, campaign, _sender(sender), templates,
+        tracking=asked,
+    )  # fmt: skip
     stopped: SendStopped | None = None
     interrupted = False
     with (

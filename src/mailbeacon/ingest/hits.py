@@ -13,6 +13,7 @@ from typing import Any
 
 from mailbeacon.classify.pipeline import Classifier
 from mailbeacon.classify.rules import Context, Hit, Kind, MessageFacts
+from mailbeacon.privacy import KEEP_ALL, Minimising
 from mailbeacon.tracking.tokens import Target
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -112,11 +113,14 @@ def hit_row(
     headers: Mapping[str, str],
     message: MessageFacts | None,
     self_user: int | None = None,
+    keep: Minimising = KEEP_ALL,
 ) -> tuple[Any, ...]:
-    """A classified hit in ``queries.HIT_FIELDS`` order; ``headers`` has lower-case names.
+    """A classified hit in ``queries.HIT_FIELDS`` order, with what its message's tracking mode
+    and ``keep`` keep of it; ``headers`` has lower-case names.
 
     ``message`` is what is known of the hit's message (None if it could not be read: the hit
-    is classified without it); ``self_user`` the user a sender's browser mark names.
+    is classified without it, and kept as a pseudonymous one); ``self_user`` the user a
+    sender's browser mark names.
     """
     method = clean(method, 16)
     stored = [clean(headers.get(name) or "", limit) for name, limit in _STORED]
@@ -127,8 +131,9 @@ def hit_row(
         ip,
         Context.of(message, at, ip, self_user),
     )
-    return (
+    row = (
         *(target.message_id, kind, target.link, at, method, ip, *stored, hint),
         *(outcome.verdict, outcome.agent, outcome.confidence, outcome.reasons_json),
         *(outcome.client, outcome.client_type, outcome.os),
     )
+    return keep.row(row, message.tracking if message is not None else "pseudonymous")

@@ -21,6 +21,7 @@ from mailbeacon.classify.rules import Kind
 from mailbeacon.classify.settle import settle_all
 from mailbeacon.ingest.hits import hit_row, normalise_ip
 from mailbeacon.ingest.messages import KnownMessages
+from mailbeacon.privacy import KEEP_ALL, Minimising
 from mailbeacon.store import queries
 from mailbeacon.store.db import Database
 from mailbeacon.tracking.tokens import Signer, Target
@@ -63,10 +64,13 @@ def _headers(value: Any) -> Mapping[str, str]:
 
 
 class Replayer:
-    def __init__(self, db: Database, signer: Signer, classifier: Classifier) -> None:
+    def __init__(
+        self, db: Database, signer: Signer, classifier: Classifier, keep: Minimising = KEEP_ALL
+    ) -> None:
         self.db = db
         self.signer = signer
         self.classifier = classifier
+        self.keep = keep
         self._links: dict[str, list[str]] = {}
         self._messages = KnownMessages()
         # A message's pixel and links come back again and again in a log: verified once each.
@@ -116,7 +120,7 @@ class Replayer:
             message = self.db.read(self._messages.read, target.message_id)
         return hit_row(
             self.classifier, target, kind, at=at, method=method, ip=ip, headers=headers,
-            message=message,
+            message=message, keep=self.keep,
         )  # fmt: skip
 
     def run(

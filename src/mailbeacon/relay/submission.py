@@ -14,16 +14,18 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from mailbeacon import accounts
+from mailbeacon import accounts, privacy
 from mailbeacon.instrument.mime import InstrumentError, header, html_parts, without_fields
+from mailbeacon.privacy import MODES, Mode
 from mailbeacon.relay.queue import Outgoing, enqueue
+from mailbeacon.store import privacy as privacy_store
 from mailbeacon.store import queries
 from mailbeacon.store.db import Conn
 from mailbeacon.store.queries import NewMessage
@@ -96,31 +98,45 @@ def message_id(raw: bytes) -> str:
 
 
 def wants_tracking(raw: bytes, default: bool) -> bool:
-    """``X-Mailbeacon-Track: yes`` or ``no``; without it (or with a value we do not know), the
-    sender's default."""
+    """``X-Mailbeacon-Track: yes`` (or a tracking mode) or ``no``; without it (or with a value
+    we do not know), the sender's default."""
     value = header(raw, TRACK_HEADER)
     if value is None:
         return default
     answer = value.strip().lower()
-    if answer in _YES:
+    if answer in _YES or (answer in MODES and answer != "off"):
         return True
-    if answer in _NO:
+    if answer in _NO or answer == "off":
         return False
     log.warning("%s: %r is neither yes nor no; the sender's default applies", TRACK_HEADER, value)
     return default
 
 
+def asked_mode(raw: bytes) -> Mode | None:
+    """The tracking mode a submission asks for (``X-Mailbeacon-Track: pseudonymous``…), if any:
+    the strictest of it and the user's and each recipient's applies."""
+    value = (header(raw, TRACK_HEADER) or "").strip().lower()
+    return privacy.mode(value) if value in MODES else None
+
+
 def prepare(
-    signer: Signer, public_url: str, submission: Submission, *, track_default: bool, now: int
+    signer: Signer,
+    public_url: str,
+    submission: Submission,
+    *,
+    track_default: bool,
+    modes: Mapping[str, Mode],
+    now: int,
 ) -> Relayed:
-    """The copies to queue (and the tracked messages to register) for one submission."""
+    """The copies to queue (and the tracked messages to register) for one submission, each
+    recipient's in their tracking mode."""
     raw = submission.raw
     found_id = message_id(raw)
     clean = without_fields(raw, lambda name: name.startswith(_OURS) or name in _BLIND)
     if not wants_tracking(raw, track_default):
         return Relayed(_untracked(submission, clean), (), found_id)
     try:
-        tracked = _track(signer, public_url, submission, clean=clean, now=now)
+        tracked = _track(signer, public_url, submission, clean=clean, modes=modes, now=now)
     except InstrumentError as exc:
         return Relayed(_untracked(submission, clean), (), found_id, untracked_because=str(exc))
     except Exception as exc:  # a bug of ours must not cost the sender their mail
@@ -128,10 +144,13 @@ def prepare(
         reason = f"Instrumenting it failed ({type(exc).__name__})."
         return Relayed(_untracked(submission, clean), (), found_id, untracked_because=reason)
     copies = [
-        Outgoing(submission.user_id, t.message.id, submission.mail_from, t.message.recipient, eml)
+        Outgoing(
+            submission.user_id, t.message.id if t.message else None, submission.mail_from,
+            t.recipient, eml,
+        )
         for t, eml in tracked
-    ]
-    return Relayed(copies, [t.message for t, _ in tracked], found_id)
+    ]  # fmt: skip
+    return Relayed(copies, [t.message for t, _ in tracked if t.message is not None], found_id)
 
 
 def store(conn: Conn, user_id: int, relayed: Relayed, *, now: int) -> list[int]:
@@ -145,6 +164,9 @@ def store(conn: Conn, user_id: int, relayed: Relayed, *, now: int) -> list[int]:
 async def submit(services: Services, submission: Submission) -> Relayed:
     """Queue a submission durably (committed when this returns), then wake the deliverer."""
     track_default = await services.read(queries.track_default, submission.user_id)
+    modes = await services.read(
+        privacy_store.modes, submission.user_id, submission.rcpt_tos, asked_mode(submission.raw)
+    )
     # Instrumenting is CPU work on whole messages: off the event loop that serves the pixel.
     relayed = await anyio.to_thread.run_sync(
         functools.partial(
@@ -153,6 +175,7 @@ async def submit(services: Services, submission: Submission) -> Relayed:
             services.settings.public_url,
             submission,
             track_default=track_default,
+            modes=modes,
             now=accounts.now_us(),
         )
     )
@@ -172,7 +195,13 @@ async def submit(services: Services, submission: Submission) -> Relayed:
 
 
 def _track(
-    signer: Signer, public_url: str, submission: Submission, *, clean: bytes, now: int
+    signer: Signer,
+    public_url: str,
+    submission: Submission,
+    *,
+    clean: bytes,
+    modes: Mapping[str, Mode],
+    now: int,
 ) -> list[tuple[Tracked, bytes]]:
     raw = submission.raw
     if not html_parts(clean):
@@ -184,7 +213,7 @@ def _track(
         sent_at=now,  # the deliverer sets it again when the upstream server accepts the copy
         sender_ip=submission.client_ip,
     )
-    tracked = track_eml(signer, public_url, envelope, submission.rcpt_tos, clean)
+    tracked = track_eml(signer, public_url, envelope, submission.rcpt_tos, clean, modes=modes)
     copies = [(t, t.eml) for t in tracked if t.eml is not None]
     if len(copies) != len(tracked):
         raise RuntimeError("track_eml returned a copy without its message")

@@ -22,6 +22,7 @@ from mailbeacon.accounts import now_us
 from mailbeacon.relay.queue import Outgoing, enqueue
 from mailbeacon.send.copies import UNSUBSCRIBE_URL, Copy, CopyMaker, Made, Makers
 from mailbeacon.send.recipients import Recipient
+from mailbeacon.store import privacy as privacy_store
 from mailbeacon.store import queries
 from mailbeacon.store.db import Conn, Database
 
@@ -111,7 +112,10 @@ class CampaignSend:
             )
             skipped = [(r, suppressed[r.key]) for r in chunk if r.key in suppressed]
             wanted = [r for r in chunk if r.key not in suppressed]
-            yield _Batch(len(chunk), skipped, makers.submit(wanted))
+            modes = self.db.read(
+                privacy_store.modes, self.user_id, [r.address for r in wanted], self.maker.tracking
+            )
+            yield _Batch(len(chunk), skipped, makers.submit(wanted, modes))
 
     def _commit(self, conn: Conn, batch: _Batch, advance: Callable[[int], None]) -> None:
         made = batch.made.result()

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 
 from mailbeacon.accounts import now_us
 from mailbeacon.instrument.html import rewrite_html
+from mailbeacon.privacy import Mode
 from mailbeacon.send.compose import compose, one_line
 from mailbeacon.send.recipients import NAME_COLUMN, Recipient
 from mailbeacon.send.suppressions import unsubscribe_url
@@ -59,19 +60,24 @@ class CopyMaker:
     campaign: str
     sender: Address
     templates: Templates
+    tracking: Mode | None = None  # what the campaign asks for (the strictest applies)
 
-    def make(self, recipient: Recipient) -> Copy:
+    def make(self, recipient: Recipient, mode: Mode = "full") -> Copy:
         message_id = new_message_id()
         unsubscribe = unsubscribe_url(self.signer, self.public_url, message_id)
         rendered = self.templates.render({**recipient.variables, UNSUBSCRIBE_URL: unsubscribe})
-        tracker = Tracker(self.signer, self.public_url, message_id)
+        tracker = Tracker(self.signer, self.public_url, message_id, mode)
         own = f"{self.public_url}/u/"
 
         def track(url: str) -> str | None:
             # A visit to the unsubscribe page is an unsubscribe, never a click.
             return None if url.startswith(own) else tracker.track_link(url)
 
-        html = rewrite_html(rendered.html, tracker.pixel_url, track)
+        html = (
+            rendered.html
+            if mode == "off"
+            else rewrite_html(rendered.html, tracker.pixel_url, track)
+        )
         name = one_line(recipient.variables.get(NAME_COLUMN, ""))
         now = now_us()
         data = compose(
@@ -79,13 +85,19 @@ class CopyMaker:
             rendered.text, unsubscribe_url=unsubscribe, date=datetime.fromtimestamp(now / 1e6, UTC),
         )  # fmt: skip
         envelope = Envelope(self.sender.addr_spec, rendered.subject, self.campaign, sent_at=now)
-        return Copy(recipient, tracker.result(recipient.address, envelope).message, data)
+        message = tracker.result(recipient.address, envelope).message
+        if message is None:  # not tracked, but registered: its unsubscribe link names it
+            message = NewMessage(
+                message_id, recipient.address, self.campaign, self.sender.addr_spec,
+                rendered.subject, now, (), tracking="off",
+            )  # fmt: skip
+        return Copy(recipient, message, data)
 
-    def make_all(self, recipients: Sequence[Recipient]) -> Made:
+    def make_all(self, recipients: Sequence[Recipient], modes: Mapping[str, Mode]) -> Made:
         copies = []
         for recipient in recipients:
             try:
-                copies.append(self.make(recipient))
+                copies.append(self.make(recipient, modes.get(recipient.address, "full")))
             except TemplateProblem as exc:
                 return Made(copies, (recipient.line, str(exc)))
         return Made(copies)
@@ -123,11 +135,11 @@ class Makers:
         if self._alive is not None:
             self._alive.close()
 
-    def submit(self, recipients: Sequence[Recipient]) -> Future[Made]:
+    def submit(self, recipients: Sequence[Recipient], modes: Mapping[str, Mode]) -> Future[Made]:
         if self._pool is not None:
-            return self._pool.submit(_make_all, list(recipients))
+            return self._pool.submit(_make_all, list(recipients), dict(modes))
         done: Future[Made] = Future()
-        done.set_result(self.maker.make_all(recipients))
+        done.set_result(self.maker.make_all(recipients, modes))
         return done
 
 
@@ -148,7 +160,7 @@ def _exit_with_sender(lifeline: Connection) -> None:
     os._exit(1)
 
 
-def _make_all(recipients: list[Recipient]) -> Made:
+def _make_all(recipients: list[Recipient], modes: dict[str, Mode]) -> Made:
     if _maker is None:
         raise RuntimeError("the worker was not started")
-    return _maker.make_all(recipients)
+    return _maker.make_all(recipients, modes)

@@ -347,4 +347,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX hit_batches_by_time ON hit_batches (at)
         """,
     ),
+    Migration(
+        11,
+        "privacy",
+        """
+        -- How much is tracked (privacy.MODES), set per user, per recipient and per send: the
+        -- strictest wins, and a message keeps the mode it was registered with.
+        ALTER TABLE users ADD COLUMN tracking TEXT NOT NULL DEFAULT 'full';
+        ALTER TABLE users ADD COLUMN consent_required BOOLEAN NOT NULL DEFAULT FALSE;
+        ALTER TABLE users ADD COLUMN retention_days INTEGER NOT NULL DEFAULT 0;  -- 0: the server's
+        ALTER TABLE recipients ADD COLUMN tracking TEXT NOT NULL DEFAULT 'full';
+        ALTER TABLE recipients ADD COLUMN consent TEXT NOT NULL DEFAULT 'unknown';
+        ALTER TABLE recipients ADD COLUMN consent_at BIGINT;
+        ALTER TABLE recipients ADD COLUMN consent_source TEXT;
+        ALTER TABLE messages ADD COLUMN tracking TEXT NOT NULL DEFAULT 'full'
+        """,
+    ),
 )

@@ -109,6 +109,7 @@ class NewMessage:
     sent_at: int
     links: Sequence[str]  # by position
     sender_ip: str | None = None  # the address it was submitted from (API caller, SMTP client)
+    tracking: str = "full"  # privacy.MODES, never "off" (such a message is not registered)
 
 
 def save_messages(conn: Conn, user_id: int, messages: Iterable[NewMessage], *, now: int) -> None:
@@ -121,10 +122,10 @@ def save_messages(conn: Conn, user_id: int, messages: Iterable[NewMessage], *, n
         )
         conn.execute(
             "INSERT INTO messages (id, user_id, recipient_id, campaign, sender, subject, "
-            "sent_at, created_at, sender_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "sent_at, created_at, sender_ip, tracking) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 *(m.id, user_id, recipient_id, m.campaign, m.sender, m.subject, m.sent_at),
-                *(now, m.sender_ip),
+                *(now, m.sender_ip, m.tracking),
             ),
         )
         if m.links:
@@ -148,10 +149,12 @@ def links_of(conn: Conn, message_id: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def message_facts(conn: Conn, message_id: str) -> tuple[int, int, str | None] | None:
-    """user_id, sent_at and sender_ip of a message, for classifying its hits."""
-    row = conn.one("SELECT user_id, sent_at, sender_ip FROM messages WHERE id = ?", (message_id,))
-    return (int(row[0]), int(row[1]), row[2]) if row else None
+def message_facts(conn: Conn, message_id: str) -> tuple[int, int, str | None, str] | None:
+    """user_id, sent_at, sender_ip and tracking mode of a message, for classifying its hits."""
+    row = conn.one(
+        "SELECT user_id, sent_at, sender_ip, tracking FROM messages WHERE id = ?", (message_id,)
+    )
+    return (int(row[0]), int(row[1]), row[2], str(row[3])) if row else None
 
 
 MESSAGE_COLUMNS = (
@@ -209,8 +212,10 @@ _PG_TYPES = (
 # Live hits that may notify go into the hit outbox in the same statement (notify.notifier): a
 # person's, and every hit of a user with an endpoint subscribed to raw hits. Settling only ever
 # makes a verdict ``machine``, so no hit left out could have notified later.
+# Hits of anonymous messages notify nobody (privacy): an event would name the message.
 _NOTIFIES = (
-    "h.verdict = 'human' OR h.user_id IN (SELECT user_id FROM webhooks WHERE raw_hits AND enabled)"
+    "m.tracking <> 'anonymous' AND (h.verdict = 'human' "
+    "OR h.user_id IN (SELECT user_id FROM webhooks WHERE raw_hits AND enabled))"
 )
 # A hit within the hold of its message's sending is due that long after it arrived.
 _OUTBOX = (
@@ -424,7 +429,9 @@ _PER_MESSAGE = (
     "MAX(CASE WHEN h.kind = 'open' AND h.verdict = 'human' AND h.agent = 'thunderbird' "
     "THEN 1 ELSE 0 END) AS thunderbird "
     "FROM messages m JOIN recipients r ON r.id = m.recipient_id "
-    "LEFT JOIN hits h ON h.message_id = m.id WHERE {where} GROUP BY m.id{group}"
+    # A message sent with tracking off is in no rate: nothing of it could be seen.
+    "LEFT JOIN hits h ON h.message_id = m.id WHERE m.tracking <> 'off' AND {where} "
+    "GROUP BY m.id{group}"
 )
 _SEEN = (
     "SELECT grp, SUM(delivered), SUM(fetched), SUM(opened), SUM(clicked), "

@@ -31,6 +31,14 @@ HITS = Rule(
         "DELETE FROM settle_queue WHERE hit_id IN ({batch})",
     ),
 )
+# Hits of users with a window of their own (PUT /api/v1/settings {"retention_days"}), given the
+# cut `now`: each user's hits older than their window.
+USER_HITS = Rule(
+    "hits",
+    "t.user_id IN (SELECT id FROM users WHERE retention_days > 0) AND t.at < ? - "
+    "(SELECT u.retention_days FROM users u WHERE u.id = t.user_id) * 86400000000",
+    also=HITS.also,
+)
 # Each delivery attempt, as the delivery log shows it.
 DELIVERY_ATTEMPTS = Rule("delivery_attempts", "t.at < ?")
 # Webhook deliveries done with (delivered, or given up on); their attempts cascade. A pending one

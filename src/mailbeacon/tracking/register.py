@@ -1,17 +1,21 @@
 """Register tracked messages: one copy per recipient, each with its own pixel and link tokens.
 
 Registration is pure (ids, tokens, rewritten HTML); the caller stores the result with
-``queries.save_messages`` in one transaction, through the writer or from the CLI.
+``queries.save_messages`` in one transaction, through the writer or from the CLI. Each
+recipient's copy is made in the tracking mode the caller decided for them (``privacy``): with
+``off`` the copy is left as it is and nothing is registered.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from mailbeacon.instrument.html import rewrite_html
 from mailbeacon.instrument.mime import instrument_message
+from mailbeacon.privacy import ANONYMOUS, Mode
 from mailbeacon.store.queries import NewMessage
 from mailbeacon.tracking.tokens import Signer, new_message_id
 
@@ -39,10 +43,11 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Tracked:
-    """One recipient's tracked copy."""
+    """One recipient's copy: tracked, or left as it was (``message`` None: tracking is off)."""
 
-    message: NewMessage
-    pixel_url: str
+    recipient: str
+    message: NewMessage | None
+    pixel_url: str | None
     tracked_urls: Sequence[str]  # by link position, beside message.links
     html: str | None = None  # the rewritten HTML part, for the API
     eml: bytes | None = None  # the rewritten message, for `mailbeacon instrument`
@@ -51,10 +56,13 @@ class Tracked:
 class Tracker:
     """Mints the URLs of one message: its pixel and one redirect per distinct link."""
 
-    def __init__(self, signer: Signer, public_url: str, message_id: str) -> None:
+    def __init__(
+        self, signer: Signer, public_url: str, message_id: str, mode: Mode = "full"
+    ) -> None:
         self.signer = signer
         self.public_url = public_url
         self.message_id = message_id
+        self.mode = mode
         self.links: list[str] = []
         self.tracked: list[str] = []
         self._position: dict[str, int] = {}
@@ -64,6 +72,8 @@ class Tracker:
         return f"{self.public_url}/o/{self.signer.sign('o', self.message_id)}.gif"
 
     def track_link(self, url: str) -> str | None:
+        if self.mode == "off":
+            return None
         position = self._position.get(url)
         if position is None:
             if len(self.links) >= MAX_LINKS or len(url) > MAX_URL or not _is_clean(url):
@@ -75,6 +85,8 @@ class Tracker:
         return self.tracked[position]
 
     def rewrite(self, html: str) -> str:
+        if self.mode == "off":
+            return html
         return rewrite_html(html, self.pixel_url, self.track_link)
 
     def result(
@@ -85,42 +97,63 @@ class Tracker:
         html: str | None = None,
         eml: bytes | None = None,
     ) -> Tracked:
+        if self.mode == "off":
+            return Tracked(recipient, None, None, (), html=html, eml=eml)
         message = NewMessage(
             id=self.message_id,
-            recipient=recipient,
+            recipient=ANONYMOUS if self.mode == "anonymous" else recipient,
             campaign=envelope.campaign,
             sender=envelope.sender,
             subject=envelope.subject,
             sent_at=envelope.sent_at,
             links=tuple(self.links),
             sender_ip=envelope.sender_ip,
+            tracking=self.mode,
         )
-        return Tracked(message, self.pixel_url, tuple(self.tracked), html=html, eml=eml)
+        return Tracked(recipient, message, self.pixel_url, tuple(self.tracked), html=html, eml=eml)
 
 
 def _trackers(
-    signer: Signer, public_url: str, recipients: Sequence[str]
+    signer: Signer, public_url: str, recipients: Sequence[str], modes: Mapping[str, Mode]
 ) -> Iterator[tuple[Tracker, str]]:
-    """A fresh message, and so a fresh set of tokens, for each recipient."""
+    """A fresh message, and so a fresh set of tokens, for each recipient, in their mode (full
+    for any not in ``modes``)."""
     for recipient in recipients:
-        yield Tracker(signer, public_url, new_message_id()), recipient
+        mode = modes.get(recipient, "full")
+        yield Tracker(signer, public_url, new_message_id(), mode), recipient
 
 
 def track_html(
-    signer: Signer, public_url: str, envelope: Envelope, recipients: Sequence[str], html: str
+    signer: Signer,
+    public_url: str,
+    envelope: Envelope,
+    recipients: Sequence[str],
+    html: str,
+    *,
+    modes: Mapping[str, Mode] = MappingProxyType({}),
 ) -> list[Tracked]:
     """A tracked copy of an HTML body for each recipient."""
     return [
         tracker.result(recipient, envelope, html=tracker.rewrite(html))
-        for tracker, recipient in _trackers(signer, public_url, recipients)
+        for tracker, recipient in _trackers(signer, public_url, recipients, modes)
     ]
 
 
 def track_eml(
-    signer: Signer, public_url: str, envelope: Envelope, recipients: Sequence[str], raw: bytes
+    signer: Signer,
+    public_url: str,
+    envelope: Envelope,
+    recipients: Sequence[str],
+    raw: bytes,
+    *,
+    modes: Mapping[str, Mode] = MappingProxyType({}),
 ) -> list[Tracked]:
     """A tracked copy of a whole message (RFC 5322 bytes) for each recipient."""
     return [
-        tracker.result(recipient, envelope, eml=instrument_message(raw, tracker.rewrite))
-        for tracker, recipient in _trackers(signer, public_url, recipients)
+        tracker.result(
+            recipient,
+            envelope,
+            eml=raw if tracker.mode == "off" else instrument_message(raw, tracker.rewrite),
+        )
+        for tracker, recipient in _trackers(signer, public_url, recipients, modes)
     ]

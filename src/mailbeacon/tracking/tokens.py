@@ -24,7 +24,7 @@ import string
 from collections.abc import Iterable
 from typing import Literal, NamedTuple
 
-Kind = Literal["o", "c", "u", "m"]  # open, click, unsubscribe, mute alerts
+Kind = Literal["o", "c", "u", "m", "p"]  # open, click, unsubscribe, mute alerts, privacy
 
 MESSAGE_ID_BYTES = 12
 TAG_BYTES = 16
@@ -35,7 +35,7 @@ _VALUE = {c: i for i, c in enumerate(_ALPHABET)}
 _MID_CHARS = MESSAGE_ID_BYTES * 4 // 3
 # Characters of a token, and the unused low bits of its last character (which must be zero):
 # 29 bytes take 39 characters with 2 bits to spare, 31 bytes take 42 with 4.
-_SHAPE = {"o": (39, 0b11), "c": (42, 0b1111), "u": (39, 0b11), "m": (39, 0b11)}
+_SHAPE = {"o": (39, 0b11), "c": (42, 0b1111), "u": (39, 0b11), "m": (39, 0b11), "p": (39, 0b11)}
 
 
 def new_message_id() -> str:

@@ -6,6 +6,7 @@ their own messages, hits and campaigns. Errors are ``{"error": "..."}`` with a 4
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -18,12 +19,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mailbeacon import accounts, reports
+from mailbeacon import accounts, privacy, reports
 from mailbeacon.ingest.hits import client_ip
 from mailbeacon.notify.alerts import MODES
+from mailbeacon.privacy import Mode
 from mailbeacon.send import suppressions
 from mailbeacon.store import notify, queries
-from mailbeacon.tracking.register import Envelope, track_html
+from mailbeacon.store import privacy as privacy_store
+from mailbeacon.tracking.register import Envelope, Tracked, track_html
+from mailbeacon.tracking.tokens import Signer
+from mailbeacon.web.consent import consent_url
 from mailbeacon.web.openapi import OPENAPI
 from mailbeacon.web.services import Services
 
@@ -141,31 +146,72 @@ async def create_messages(request: Request, user_id: int) -> Response:
         sent_at=_sent_at(data.get("sent_at")),
         sender_ip=_caller_ip(request),
     )
+    asked = _mode(data.get("tracking"), "tracking") if "tracking" in data else None
     services = _services(request)
+    modes = await services.read(privacy_store.modes, user_id, recipients, asked)
     tracked = await anyio.to_thread.run_sync(
-        track_html, services.signer, services.settings.public_url, envelope, recipients, html
-    )
-    await services.writer.run(
-        queries.save_messages, user_id, [t.message for t in tracked], now=accounts.now_us()
-    )
-    return JSONResponse(
-        {
-            "messages": [
-                {
-                    "id": t.message.id,
-                    "recipient": t.message.recipient,
-                    "pixel_url": t.pixel_url,
-                    "links": [
-                        {"url": url, "tracked_url": tracked_url}
-                        for url, tracked_url in zip(t.message.links, t.tracked_urls, strict=True)
-                    ],
-                    "html": t.html,
-                }
-                for t in tracked
-            ]
-        },
-        status_code=201,
-    )
+        functools.partial(
+            track_html, services.signer, services.settings.public_url, envelope, recipients,
+            html, modes=modes,
+        )
+    )  # fmt: skip
+    registered = [t.message for t in tracked if t.message is not None]
+    await services.writer.run(queries.save_messages, user_id, registered, now=accounts.now_us())
+    copies = [_copy(t, services.signer, services.settings.public_url) for t in tracked]
+    return JSONResponse({"messages": copies}, status_code=201)
+
+
+def _copy(t: Tracked, signer: Signer, public_url: str) -> dict[str, Any]:
+    """A recipient's copy as the API answers it; with tracking off, nothing is registered and
+    the copy is the HTML as given (``id``, ``pixel_url`` and ``consent_url`` null). The
+    ``consent_url`` is a page where the recipient allows or refuses tracking (``web.consent``):
+    not for an anonymous copy, which names nobody."""
+    links = t.message.links if t.message is not None else ()
+    named = t.message is not None and t.message.tracking != "anonymous"
+    return {
+        "id": t.message.id if t.message is not None else None,
+        "consent_url": consent_url(signer, public_url, t.message.id)
+        if t.message is not None and named
+        else None,
+        "recipient": t.recipient,
+        "tracking": t.message.tracking if t.message is not None else "off",
+        "pixel_url": t.pixel_url,
+        "links": [
+            {"url": url, "tracked_url": tracked_url}
+            for url, tracked_url in zip(links, t.tracked_urls, strict=True)
+        ],
+        "html": t.html,
+    }
+
+
+SETTINGS_FIELDS = ("track_default", "alerts", "tracking", "consent_required", "retention_days")
+
+
+async def _put_privacy(request: Request, user_id: int, data: dict[str, Any]) -> None:
+    if not {"tracking", "consent_required", "retention_days"} & set(data):
+        return
+    tracking, required, days = await _services(request).read(privacy_store.user_privacy, user_id)
+    if "tracking" in data:
+        tracking = _mode(data["tracking"], "tracking")
+    if "consent_required" in data:
+        if not isinstance(data["consent_required"], bool):
+            raise ApiError(422, "consent_required: expected true or false")
+        required = data["consent_required"]
+    if "retention_days" in data:
+        days = data["retention_days"]
+        if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= 36500:
+            raise ApiError(422, "retention_days: expected a whole number of days, 0 to 36500")
+    await _services(request).writer.run(
+        privacy_store.set_user_privacy, user_id, tracking=tracking, consent_required=required,
+        retention_days=days,
+    )  # fmt: skip
+
+
+def _mode(value: Any, field: str) -> Mode:
+    try:
+        return privacy.mode(value, field)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
 
 
 async def get_message(request: Request, user_id: int) -> Response:
@@ -240,9 +286,15 @@ async def self_mark(request: Request, user_id: int) -> Response:
 
 async def _settings_of(request: Request, user_id: int) -> dict[str, Any]:
     services = _services(request)
+    tracking, consent_required, retention_days = await services.read(
+        privacy_store.user_privacy, user_id
+    )
     return {
         "track_default": await services.read(queries.track_default, user_id),
         "alerts": await services.read(notify.alert_mode, user_id),
+        "tracking": tracking,
+        "consent_required": consent_required,
+        "retention_days": retention_days,
     }
 
 
@@ -251,12 +303,15 @@ async def get_settings(request: Request, user_id: int) -> Response:
 
 
 async def put_settings(request: Request, user_id: int) -> Response:
-    """The user's own settings: whether mail through the relay is tracked by default, and
-    when they get alert emails (``notify.alerts``). Either or both."""
+    """The user's own settings, any of them: whether mail through the relay is tracked by
+    default, when they get alert emails (``notify.alerts``), and privacy: their tracking mode,
+    whether a recipient's consent is required (unknown is then off), and how many days their
+    hits are kept (0: the server's ``--retention-days``)."""
     data = await _json_body(request)
     on, mode = data.get("track_default"), data.get("alerts")
-    if not data or set(data) - {"track_default", "alerts"}:
-        raise ApiError(422, 'expected {"track_default": true or false, "alerts": "…"}')
+    if not data or set(data) - {*SETTINGS_FIELDS}:
+        raise ApiError(422, f"expected an object with any of {', '.join(SETTINGS_FIELDS)}")
+    await _put_privacy(request, user_id, data)
     if "track_default" in data and not isinstance(on, bool):
         raise ApiError(422, "track_default: expected true or false")
     if "alerts" in data and mode not in MODES:

@@ -16,17 +16,21 @@ from mailbeacon.classify.apple import Refresher
 from mailbeacon.relay.server import RelayServer
 from mailbeacon.web.api import ROUTES as API_ROUTES
 from mailbeacon.web.auth import ROUTES as AUTH_ROUTES
+from mailbeacon.web.consent import ROUTES as CONSENT_ROUTES
 from mailbeacon.web.dashboard import ROUTES as DASHBOARD_ROUTES
 from mailbeacon.web.keys import ROUTES as KEY_ROUTES
 from mailbeacon.web.mute import ROUTES as MUTE_ROUTES
 from mailbeacon.web.ops import ROUTES as OPS_ROUTES
+from mailbeacon.web.privacy_api import ROUTES as PRIVACY_ROUTES
 from mailbeacon.web.services import Services
 from mailbeacon.web.stream import ROUTES as STREAM_ROUTES
 from mailbeacon.web.tracking import SELF_COOKIE, Receive, Scope, Send, TrackingRoutes
 from mailbeacon.web.unsubscribe import ROUTES as UNSUBSCRIBE_ROUTES
 from mailbeacon.web.webhooks_api import ROUTES as WEBHOOK_ROUTES
 
-ROBOTS = "User-agent: *\nDisallow: /o/\nDisallow: /c/\nDisallow: /u/\nDisallow: /m/\n"
+ROBOTS = (
+    "User-agent: *\nDisallow: /o/\nDisallow: /c/\nDisallow: /u/\nDisallow: /m/\nDisallow: /p/\n"
+)
 
 
 async def robots(request: Request) -> Response:
@@ -66,6 +70,7 @@ class App:
             trusted=services.settings.trusted_proxies,
             classifier=services.classifier,
             clicked=services.settler.poke,
+            keep=services.settings.minimising,
         )
 
         @asynccontextmanager
@@ -100,12 +105,14 @@ class App:
             routes=[
                 *API_ROUTES,
                 *WEBHOOK_ROUTES,
+                *PRIVACY_ROUTES,
                 *STREAM_ROUTES,
                 Route("/robots.txt", robots),
                 *OPS_ROUTES,
                 Route("/self/{mark}", mark_browser),
                 *UNSUBSCRIBE_ROUTES,
                 *MUTE_ROUTES,
+                *CONSENT_ROUTES,
                 *AUTH_ROUTES,
                 *KEY_ROUTES,
                 *DASHBOARD_ROUTES,

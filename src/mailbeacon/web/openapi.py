@@ -7,6 +7,8 @@ from typing import Any
 from mailbeacon import __version__
 from mailbeacon.notify.alerts import MODES
 from mailbeacon.notify.stream import STREAM_TYPES
+from mailbeacon.privacy import CONSENT
+from mailbeacon.privacy import MODES as TRACKING
 from mailbeacon.web.openapi_webhooks import SCHEMAS as WEBHOOK_SCHEMAS
 from mailbeacon.web.openapi_webhooks import WEBHOOKS
 
@@ -100,8 +102,21 @@ OPENAPI: dict[str, Any] = {
         "schemas": {
             "Settings": {
                 "type": "object",
-                "description": "A PUT sends either field or both.",
+                "description": "A PUT sends any of the fields.",
                 "properties": {
+                    "tracking": {
+                        "enum": list(TRACKING),
+                        "description": "The most your mail is tracked (see the README's Privacy).",
+                    },
+                    "consent_required": {
+                        "type": "boolean",
+                        "description": "Recipients whose consent is unknown are not tracked.",
+                    },
+                    "retention_days": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "Days your hits are kept; 0: the server's setting.",
+                    },
                     "track_default": {
                         "type": "boolean",
                         "description": "Track mail sent through the relay without an "
@@ -113,6 +128,34 @@ OPENAPI: dict[str, Any] = {
                         "each (every), an hourly digest, or none (off).",
                     },
                 },
+            },
+            "RecipientPrivacy": {
+                "type": "object",
+                "properties": {
+                    "address": {"type": "string"},
+                    "tracking": {"enum": list(TRACKING)},
+                    "consent": {
+                        "type": "object",
+                        "properties": {
+                            "state": {"enum": list(CONSENT)},
+                            "at": {"type": ["string", "null"], "format": "date-time"},
+                            "source": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+            },
+            "Consent": {
+                "type": "object",
+                "required": ["state"],
+                "properties": {
+                    "state": {"enum": list(CONSENT)},
+                    "source": {"type": "string", "maxLength": 200},
+                },
+            },
+            "RecipientTracking": {
+                "type": "object",
+                "required": ["mode"],
+                "properties": {"mode": {"enum": list(TRACKING)}},
             },
             "Error": {
                 "type": "object",
@@ -135,14 +178,20 @@ OPENAPI: dict[str, Any] = {
                     "text": {"type": "string"},
                     "campaign": {"type": "string", "maxLength": 200},
                     "sent_at": {"type": "string", "format": "date-time"},
+                    "tracking": {"enum": list(TRACKING)},
                 },
             },
             "TrackedMessage": {
                 "type": "object",
                 "properties": {
-                    "id": {"type": "string"},
+                    "id": {"type": ["string", "null"]},
                     "recipient": {"type": "string"},
-                    "pixel_url": {"type": "string"},
+                    "tracking": {"enum": list(TRACKING)},
+                    "pixel_url": {"type": ["string", "null"]},
+                    "consent_url": {
+                        "type": ["string", "null"],
+                        "description": "Where the recipient allows or refuses tracking.",
+                    },
                     "links": {
                         "type": "array",
                         "items": {
@@ -208,6 +257,7 @@ OPENAPI: dict[str, Any] = {
                     "sent_at": {"type": "string", "format": "date-time"},
                     "opened": {"type": "boolean"},
                     "state": {"enum": ["opened", "inferred", "machine_only", "not_opened"]},
+                    "tracking": {"enum": list(TRACKING)},
                     "unsubscribed": {
                         "type": "boolean",
                         "description": "The recipient unsubscribed through this message (and "
@@ -389,6 +439,46 @@ OPENAPI: dict[str, Any] = {
             "The recipient's figures",
             "No messages to this recipient",
         ),
+        "/api/v1/recipients/{address}": {
+            "delete": _on_one(
+                "Erase everything kept about a recipient (their suppression stays)",
+                "address",
+                "Not an address",
+                {"200": _json({"type": "object"}, "What was removed, table by table")},
+            )
+        },
+        "/api/v1/recipients/{address}/export": {
+            "get": _on_one(
+                "Everything kept about a recipient",
+                "address",
+                "Not an address",
+                {"200": _json({"type": "object"}, "The recipient's data, table by table")},
+            )
+        },
+        "/api/v1/recipients/{address}/consent": {
+            "get": _on_one(
+                "A recipient's consent and tracking mode",
+                "address",
+                "Not an address",
+                {"200": _json(_ref("RecipientPrivacy"), "Their consent")},
+            ),
+            "put": _on_one(
+                "Record a recipient's consent to tracking",
+                "address",
+                "Not an address",
+                {"200": _json(_ref("RecipientPrivacy"), "Their consent, recorded")},
+                body="Consent",
+            ),
+        },
+        "/api/v1/recipients/{address}/tracking": {
+            "put": _on_one(
+                "The most a recipient is tracked",
+                "address",
+                "Not an address",
+                {"200": _json(_ref("RecipientPrivacy"), "Their mode, set")},
+                body="RecipientTracking",
+            )
+        },
         "/api/v1/settings": {
             "get": {
                 "summary": "Your settings",

@@ -23,6 +23,7 @@ from mailbeacon.classify.pipeline import Classifier
 from mailbeacon.classify.rules import Kind, MessageFacts
 from mailbeacon.ingest.hits import KEPT_HEADERS, Network, client_ip, hit_row
 from mailbeacon.ingest.messages import KnownMessages, read_facts
+from mailbeacon.privacy import KEEP_ALL, Minimising
 from mailbeacon.store import queries
 from mailbeacon.store.db import Database, DatabaseError
 from mailbeacon.store.writer import Writer
@@ -77,6 +78,7 @@ class TrackingRoutes:
         trusted: Sequence[Network],
         classifier: Classifier,
         clicked: Callable[[], None] = lambda: None,
+        keep: Minimising = KEEP_ALL,
     ) -> None:
         self.signer = signer
         self.writer = writer
@@ -84,6 +86,7 @@ class TrackingRoutes:
         self.trusted = trusted
         self.classifier = classifier
         self.clicked = clicked  # a click may settle earlier hits (classify.settle)
+        self.keep = keep  # what is kept of who fetched (privacy)
         self._links: dict[tuple[str, int], str] = {}  # links never change once registered
         self._messages = KnownMessages()
 
@@ -172,7 +175,7 @@ class TrackingRoutes:
             message = await self._message(message_id)
         row = hit_row(
             self.classifier, target, kind, at=now, method=scope["method"], ip=ip,
-            headers=headers, message=message, self_user=mark,
+            headers=headers, message=message, self_user=mark, keep=self.keep,
         )  # fmt: skip
         try:
             await self.writer.add_hit(row)
