@@ -133,3 +133,20 @@ def test_a_wrong_setting_is_refused_and_says_what_is_expected(
     answer = client.put("/api/v1/settings", json=body, headers=alice.auth)
     assert answer.status_code == 422
     assert said in answer.json()["error"]
+
+
+def test_unknown_api_keys_from_one_address_are_refused_for_a_while(
+    client: TestClient, alice: Persona, db: Database
+) -> None:
+    for n in range(19):
+        wrong = {"Authorization": f"Bearer mb_wrong{n}"}
+        assert client.get("/api/v1/settings", headers=wrong).status_code == 401
+    refused = client.get("/api/v1/settings", headers={"Authorization": "Bearer mb_wrong19"})
+    assert refused.status_code == 429
+    assert 899 <= int(refused.headers["retry-after"]) <= 900
+    # From that address, even a good key waits; from another, it works.
+    assert client.get("/api/v1/settings", headers=alice.auth).status_code == 429
+    other = {**alice.auth, "X-Test-Peer": "192.0.2.99"}
+    assert client.get("/api/v1/settings", headers=other).status_code == 200
+    counted = db.read(lambda c: c.one("SELECT COUNT(*) FROM login_failures WHERE key LIKE 'key-%'"))
+    assert counted == (20,)  # in the database: every node counts them

@@ -12,6 +12,12 @@ uncounted if it succeeds: parallel guesses cannot all slip in while the first ar
 checked. A success clears its email's failures, so the owner who finally types the right
 password starts afresh. An IPv6 client is counted by its /64, which one machine usually holds
 whole.
+
+**API keys** are 256 random bits, which no one guesses; the API still refuses, for 15 minutes,
+an address that sent 20 unknown keys within 15 minutes (``KeyGuesses``), so that a client gone
+wrong or a scanner does not hammer the key lookup. The failures are rows in the same table (every
+node counts them); an address found over the limit is also remembered in the node's memory, so
+that its next requests are refused without reading the database, and known keys cost nothing.
 """
 
 from __future__ import annotations
@@ -47,14 +53,17 @@ class Attempt:
 
     @classmethod
     def of(cls, email: str, ip: str, *, at: int) -> Attempt:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            network = ip
-        else:
-            prefix = 64 if address.version == 6 else 32
-            network = str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
-        return cls("email:" + email.strip().lower()[:254], "ip:" + network, at)
+        return cls("email:" + email.strip().lower()[:254], network_key(ip), at)
+
+
+def network_key(ip: str) -> str:
+    """What a client is counted under: its address, or its /64 for IPv6."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return "ip:" + ip
+    prefix = 64 if address.version == 6 else 32
+    return "ip:" + str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
 def throttle(conn: Conn, attempt: Attempt) -> int | None:
@@ -97,3 +106,40 @@ def touch(conn: Conn, session_id: int, *, now: int) -> None:
 
 def end(conn: Conn, token: str) -> None:
     store.delete_session(conn, key_hash(token))
+
+
+KEY_FAILURES = 20  # unknown API keys from one address within WINDOW
+
+
+def key_failure(conn: Conn, ip: str, *, at: int) -> int | None:
+    """Count an unknown API key sent from ``ip``: seconds to wait when it makes
+    ``KEY_FAILURES`` within ``WINDOW``, else None."""
+    key = "key-" + network_key(ip)
+    store.lock_attempts(conn)
+    store.forget_failures(conn, before=at - WINDOW)
+    store.add_failures(conn, (key,), at=at)
+    oldest = store.nth_latest_failure(conn, key, KEY_FAILURES)
+    return None if oldest is None else max(1, math.ceil((oldest + WINDOW - at) / 1_000_000))
+
+
+class KeyGuesses:
+    """The addresses this node refuses API calls from until a time (µs), learnt from
+    :func:`key_failure`."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, int] = {}
+
+    def wait(self, ip: str, now: int) -> int | None:
+        """Seconds an address must still wait, or None."""
+        until = self._until.get(network_key(ip))
+        if until is None:
+            return None
+        if until <= now:
+            del self._until[network_key(ip)]
+            return None
+        return max(1, math.ceil((until - now) / 1_000_000))
+
+    def refuse(self, ip: str, seconds: int, now: int) -> None:
+        if len(self._until) >= 100_000:  # bounded: a flood of addresses empties it
+            self._until.clear()
+        self._until[network_key(ip)] = now + seconds * 1_000_000

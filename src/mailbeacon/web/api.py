@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mailbeacon import accounts, privacy, reports
+from mailbeacon import accounts, privacy, reports, sessions
 from mailbeacon.ingest.hits import client_ip
 from mailbeacon.notify.alerts import MODES
 from mailbeacon.privacy import Mode
@@ -55,10 +55,20 @@ def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             scheme, _, key = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not key.strip():
                 raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
-            user = await _services(request).read(queries.user_for_key, accounts.key_hash(key))
-            if user is None:
-                raise ApiError(401, "unknown API key")
-            return await handler(request, user[0])
+            services, ip, now = _services(request), _caller_ip(request) or "", accounts.now_us()
+            wait = services.key_guesses.wait(ip, now)
+            if wait is None:
+                user = await services.read(queries.user_for_key, accounts.key_hash(key))
+                if user is not None:
+                    return await handler(request, user[0])
+                wait = await services.writer.run(sessions.key_failure, ip, at=now)
+                if wait is None:
+                    raise ApiError(401, "unknown API key")
+                services.key_guesses.refuse(ip, wait, now)
+            return JSONResponse(
+                {"error": f"too many unknown API keys from your address; try in {wait} s"},
+                status_code=429, headers={"Retry-After": str(wait)},
+            )  # fmt: skip
         except ApiError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
 

@@ -20,6 +20,7 @@ from mailbeacon.notify.stream import Hub
 from mailbeacon.relay.deliverer import Deliverer
 from mailbeacon.relay.upstream import helo_name
 from mailbeacon.retention import Retention
+from mailbeacon.sessions import KeyGuesses
 from mailbeacon.settings import Settings
 from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.writer import Writer
@@ -47,6 +48,7 @@ class Services:
     keeper: Keeper  # computes large campaigns' figures in the background
     metrics: Metrics
     retention: Retention  # prunes old rows, and keeps PostgreSQL's months of hits ahead
+    key_guesses: KeyGuesses  # addresses refused for sending unknown API keys (sessions)
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -79,7 +81,7 @@ class Services:
         return cls(
             settings, db, writer, signer, apple, classifier, settler, deliverer,
             notifier, hub, dispatcher, Keeper(db, writer), metrics,
-            Retention(db, writer, settings),
+            Retention(db, writer, settings), KeyGuesses(),
         )  # fmt: skip
 
     async def read(self, fn: Callable[Concatenate[Conn, P], T], *a: P.args, **kw: P.kwargs) -> T:
