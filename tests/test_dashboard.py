@@ -225,3 +225,25 @@ def test_a_campaigns_figures_are_computed_by_one_node_at_a_time(
     assert asyncio.run(keeper.keep_due()) == 1
     assert services.db.read(dstore.kept_figures, alice.id, "big") is not None
     assert services.db.read(leases.held_until, job) == 0  # released once kept
+
+
+def test_the_privacy_settings_are_changed_on_the_settings_page(
+    client: TestClient, alice: Persona, signed_in: str
+) -> None:
+    page = client.get("/settings").text
+    assert 'name="tracking" value="full" checked' in page
+    assert "keeps each hit" in page
+    saved = client.post(
+        "/settings/privacy",
+        data={"csrf": signed_in, "tracking": "pseudonymous", "consent_required": "on",
+              "retention_days": "30"},
+        headers=ORIGIN,
+    )  # fmt: skip
+    assert saved.status_code == 200
+    found = client.get("/api/v1/settings", headers=alice.auth).json()
+    assert (found["tracking"], found["consent_required"], found["retention_days"]) == (
+        "pseudonymous", True, 30,
+    )  # fmt: skip
+    refused = client.post("/settings/privacy", data={"tracking": "off"}, headers=ORIGIN)
+    assert refused.status_code == 403  # no CSRF token: nothing changed
+    assert client.get("/api/v1/settings", headers=alice.auth).json()["tracking"] == "pseudonymous"

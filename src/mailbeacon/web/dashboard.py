@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from mailbeacon import reports
+from mailbeacon import privacy, reports
 from mailbeacon.accounts import now_us
 from mailbeacon.classify.apple import AppleEgress
 from mailbeacon.notify import webhooks
@@ -26,6 +26,7 @@ from mailbeacon.notify.events import EVENT_TYPES
 from mailbeacon.notify.stream import STREAM_TYPES
 from mailbeacon.store import dashboard as store
 from mailbeacon.store import notify, queries
+from mailbeacon.store import privacy as privacy_store
 from mailbeacon.store import webhooks as hooks
 from mailbeacon.web import charts
 from mailbeacon.web.auth import SignedIn, check_csrf, signed_in
@@ -221,7 +222,32 @@ async def settings_page(request: Request, me: SignedIn) -> Response:
         ],
         upstream=str(services.settings.upstream) if services.settings.upstream else None,
         saved=request.query_params.get("saved"),
+        privacy=await _privacy(services, me.user_id),
     )  # fmt: skip
+
+
+async def _privacy(services: Services, user_id: int) -> dict[str, Any]:
+    tracking, required, days = await services.read(privacy_store.user_privacy, user_id)
+    keep = services.settings.minimising
+    return {"tracking": tracking, "consent_required": required, "retention_days": days,
+            "ip_prefix": keep.ip_prefix, "keep_user_agents": keep.keep_user_agents}  # fmt: skip
+
+
+@signed_in
+async def save_privacy(request: Request, me: SignedIn) -> Response:
+    form = await check_csrf(request, me)
+    days = str(form.get("retention_days", "0")).strip()
+    try:
+        tracking = privacy.mode(form.get("tracking"))
+    except ValueError:
+        tracking = "full"
+    if not days.isdigit() or int(days) > 36500:
+        return RedirectResponse("/settings#privacy", status_code=303)
+    await _services(request).writer.run(
+        privacy_store.set_user_privacy, me.user_id, tracking=tracking,
+        consent_required=form.get("consent_required") == "on", retention_days=int(days),
+    )  # fmt: skip
+    return RedirectResponse("/settings?saved=1#privacy", status_code=303)
 
 
 def _apple(egress: AppleEgress) -> dict[str, Any]:
@@ -282,6 +308,7 @@ ROUTES = [
     Route("/campaigns/{name}", campaign_page, methods=["GET"]),
     Route("/settings", settings_page, methods=["GET"]),
     Route("/settings", save_settings, methods=["POST"]),
+    Route("/settings/privacy", save_privacy, methods=["POST"]),
     Route("/settings/webhooks", add_webhook, methods=["POST"]),
     Route("/settings/webhooks/{webhook_id}", webhook_page, methods=["GET"]),
     Route("/settings/webhooks/{webhook_id}/delete", delete_webhook, methods=["POST"]),
