@@ -620,12 +620,11 @@ def add_user(procs: Processes, data: Path, db: str | None) -> str:
 
 @contextlib.contextmanager
 def mailbeacon(
-    procs: Processes, data: Path, db: str | None, extra: Sequence[str] = (), log: str = "serve"
+    procs: Processes, data: Path, db: str | None, extra: Sequence[str] = ()
 ) -> Iterator[Server]:
-    """``mailbeacon serve`` on a free loopback port, stopped with SIGINT; its output goes to
-    ``data/{log}.log``."""
+    """``mailbeacon serve`` on a free loopback port, stopped with SIGINT."""
     port = free_port()
-    server = Server(f"http://127.0.0.1:{port}", data / f"{log}.log")
+    server = Server(f"http://127.0.0.1:{port}", data / "serve.log")
     args = [*MAILBEACON, "serve", "--listen", f"127.0.0.1:{port}", *_flags(data, db), *extra]
     child = procs.start(args, server.log)
     server.group = child.pid
@@ -662,17 +661,20 @@ def pixel(
     procs: Processes, data: Path, db: str | None, *, people: bool = False, nodes: int = 1
 ) -> Iterator[Subject]:
     """mailbeacon serving the pixel of one registered message, on ``nodes`` servers that share
-    the data directory (the secret, and the SQLite file unless ``db``). The requests carry no
+    the secret and the database (the first one's SQLite file unless ``db``). The requests carry no
     User-Agent and come from where the message was registered: machine or self opens, which
     notify nobody. With ``people``, each is Thunderbird behind a trusted proxy a day after
     sending: a person's open, published as an event (the hit outbox, then the notifier)."""
     key = add_user(procs, data, db)
     extra = ["--trusted-proxies", "127.0.0.1/32"] if people else []
     with contextlib.ExitStack() as stack:
-        servers = [
-            stack.enter_context(mailbeacon(procs, data, db, extra, f"serve-{n}" if n else "serve"))
-            for n in range(nodes)
-        ]
+        servers = [stack.enter_context(mailbeacon(procs, data, db, extra))]
+        for n in range(2, nodes + 1):
+            # A node of its own data directory (its spool), the first one's secret and database.
+            own = data / f"node{n}"
+            own.mkdir()
+            shutil.copy2(data / "secret", own / "secret")
+            servers.append(stack.enter_context(mailbeacon(procs, own, db or _sqlite(data), extra)))
         sent_at = (datetime.now(UTC) - timedelta(days=1)).isoformat() if people else None
         message = register(servers[0], key, ["reader@example.test"], sent_at)[0]
         path = message["pixel_url"].removeprefix(servers[0].base)
@@ -1624,8 +1626,8 @@ def render(
         f"Flat out: `{shown(_wrk_commands([PIXEL], SECONDS))}` on `GET /o/{{token}}.gif` "
         f"after a {WARMUP_SECONDS} s warm-up; medians of {ROUNDS} round(s), each running the "
         f"{len(SCENARIOS)} scenarios in turn. *× nginx* is the median of each round's ratio to "
-        "nginx. Two nodes are two `mailbeacon serve` processes on the same data directory and "
-        "database, each loaded by a wrk of its own at the same time, "
+        "nginx. Two nodes are two `mailbeacon serve` processes with the same secret and database "
+        "(and a data directory each, for its spool), each loaded by a wrk of its own at once, "
         f"`{shown(_wrk_commands([PIXEL, PIXEL], SECONDS))}`, rather than through a load "
         "balancer, which would take CPU from the two cores that the nodes and wrk share: "
         "requests/s add up, and the latencies of both make one distribution "
