@@ -277,3 +277,20 @@ def test_a_campaign_sends_each_recipient_in_their_mode(
     bad = send_campaign(env, alice, [*campaign_args(tmp_path, name="x"), "--tracking", "all"])
     assert bad.exit_code == 1
     assert "--tracking: one of off, anonymous, pseudonymous, full" in bad.output
+
+
+def test_a_campaign_template_links_to_the_consent_page_untracked(
+    client: TestClient, alice: Persona, db: Database, env: dict[str, str], tmp_path: Path
+) -> None:
+    html = '<p>Hi {{ name }}</p><a href="{{ consent_url }}">Tracking: yes or no?</a>'
+    result = send_campaign(env, alice, campaign_args(tmp_path, html=html))
+    assert result.exit_code == 0, result.output
+    rcpt, message_id, message = queued(db)[0]
+    [link] = re.findall(r'href="([^"]+)"', body(message, "html"))
+    assert "/p/" in link  # as it is: answering is not a click
+    page = client.get(path_of(link))
+    assert rcpt in page.text
+    client.post(path_of(link), data={"consent": "granted"})
+    found = client.get(f"/api/v1/recipients/{rcpt}/consent", headers=alice.auth).json()
+    assert (found["consent"]["state"], found["consent"]["source"]) == ("granted", "link")
+    assert message_id

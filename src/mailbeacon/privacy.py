@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mailbeacon.tracking.tokens import Signer
+
 Mode = Literal["off", "anonymous", "pseudonymous", "full"]
 MODES: tuple[Mode, ...] = ("off", "anonymous", "pseudonymous", "full")  # the strictest first
 CONSENT = ("unknown", "granted", "denied")
@@ -84,6 +86,11 @@ class Minimising:
 
 
 KEEP_ALL = Minimising()
+
+
+def consent_url(signer: Signer, public_url: str, message_id: str) -> str:
+    """The page where a message's recipient allows or refuses tracking (``web.consent``)."""
+    return f"{public_url}/p/{signer.sign('p', message_id)}"
 
 
 def truncate(ip: str, prefix: int) -> str:

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 from mailbeacon.accounts import now_us
 from mailbeacon.relay.queue import Outgoing, enqueue
-from mailbeacon.send.copies import UNSUBSCRIBE_URL, Copy, CopyMaker, Made, Makers
+from mailbeacon.send.copies import CONSENT_URL, UNSUBSCRIBE_URL, Copy, CopyMaker, Made, Makers
 from mailbeacon.send.recipients import Recipient
 from mailbeacon.store import privacy as privacy_store
 from mailbeacon.store import queries
 from mailbeacon.store.db import Conn, Database
 
-RESERVED = (UNSUBSCRIBE_URL,)  # variables a list's columns may not be named
+RESERVED = (UNSUBSCRIBE_URL, CONSENT_URL)  # variables a list's columns may not be named
 BATCH = 50  # copies a transaction: ~7 MB of 100 KB messages, the write lock held ~20 ms
 
 

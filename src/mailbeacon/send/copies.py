@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 
 from mailbeacon.accounts import now_us
 from mailbeacon.instrument.html import rewrite_html
-from mailbeacon.privacy import Mode
+from mailbeacon.privacy import Mode, consent_url
 from mailbeacon.send.compose import compose, one_line
 from mailbeacon.send.recipients import NAME_COLUMN, Recipient
 from mailbeacon.send.suppressions import unsubscribe_url
@@ -33,6 +33,7 @@ from mailbeacon.tracking.register import Envelope, Tracker
 from mailbeacon.tracking.tokens import Signer, new_message_id
 
 UNSUBSCRIBE_URL = "unsubscribe_url"  # the variable templates put in their visible link
+CONSENT_URL = "consent_url"  # where the recipient allows or refuses tracking (privacy)
 MIN_PER_WORKER = 100  # fewer copies than this a worker, and starting workers costs more
 
 
@@ -65,12 +66,17 @@ class CopyMaker:
     def make(self, recipient: Recipient, mode: Mode = "full") -> Copy:
         message_id = new_message_id()
         unsubscribe = unsubscribe_url(self.signer, self.public_url, message_id)
-        rendered = self.templates.render({**recipient.variables, UNSUBSCRIBE_URL: unsubscribe})
+        consent = consent_url(self.signer, self.public_url, message_id)
+        if mode == "anonymous":  # an anonymous message names no one to ask
+            consent = ""
+        rendered = self.templates.render(
+            {**recipient.variables, UNSUBSCRIBE_URL: unsubscribe, CONSENT_URL: consent}
+        )
         tracker = Tracker(self.signer, self.public_url, message_id, mode)
-        own = f"{self.public_url}/u/"
+        own = (f"{self.public_url}/u/", f"{self.public_url}/p/")
 
         def track(url: str) -> str | None:
-            # A visit to the unsubscribe page is an unsubscribe, never a click.
+            # A visit to the unsubscribe or consent page is an answer, never a click.
             return None if url.startswith(own) else tracker.track_link(url)
 
         html = (

@@ -22,13 +22,12 @@ from starlette.routing import Route
 from mailbeacon import accounts, privacy, reports, sessions
 from mailbeacon.ingest.hits import client_ip
 from mailbeacon.notify.alerts import MODES
-from mailbeacon.privacy import Mode
+from mailbeacon.privacy import Mode, consent_url
 from mailbeacon.send import suppressions
 from mailbeacon.store import notify, queries
 from mailbeacon.store import privacy as privacy_store
 from mailbeacon.tracking.register import Envelope, Tracked, track_html
 from mailbeacon.tracking.tokens import Signer
-from mailbeacon.web.consent import consent_url
 from mailbeacon.web.openapi import OPENAPI
 from mailbeacon.web.services import Services
 

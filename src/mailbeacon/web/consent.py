@@ -15,16 +15,11 @@ from starlette.routing import Route
 
 from mailbeacon import accounts
 from mailbeacon.store import privacy as store
-from mailbeacon.tracking.tokens import Signer
 from mailbeacon.web.pages import HEADERS, MAX_BODY, page
 from mailbeacon.web.services import Services
 from mailbeacon.web.views import small_body
 
 ANSWERS = {"granted", "denied"}
-
-
-def consent_url(signer: Signer, public_url: str, message_id: str) -> str:
-    return f"{public_url}/p/{signer.sign('p', message_id)}"
 
 
 def _page(found: tuple[int, str, str, str] | None, status: int = 200) -> Response:
