@@ -10,14 +10,13 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mailbeacon import accounts
 from mailbeacon.store import privacy as store
-from mailbeacon.web.pages import HEADERS, MAX_BODY, page
+from mailbeacon.web.pages import page, posted
 from mailbeacon.web.services import Services
-from mailbeacon.web.views import small_body
 
 ANSWERS = {"granted", "denied"}
 
@@ -38,10 +37,10 @@ async def show(request: Request) -> Response:
 
 async def answer(request: Request) -> Response:
     services: Services = request.app.state.services
-    body = await small_body(request, MAX_BODY)
-    if body is None:
-        return PlainTextResponse("body too large\n", status_code=413, headers=HEADERS)
-    target = services.signer.verify("p", request.path_params["token"])
+    answered = await posted(request, "p")
+    if isinstance(answered, Response):
+        return answered
+    body, target = answered
     found = None if target is None else await services.read(store.consent_target, target.message_id)
     choice = parse_qs(body.decode("ascii", "replace")).get("consent", [""])[0]
     if found is None or choice not in ANSWERS:

@@ -8,13 +8,12 @@ message alone: the link works without signing in, and names no other message.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mailbeacon.store import notify
-from mailbeacon.web.pages import HEADERS, MAX_BODY, page
+from mailbeacon.web.pages import page, posted
 from mailbeacon.web.services import Services
-from mailbeacon.web.views import small_body
 
 
 def _page(state: str, found: tuple[str, str] | None, status: int = 200) -> Response:
@@ -33,9 +32,10 @@ async def show(request: Request) -> Response:
 
 async def confirm(request: Request) -> Response:
     services: Services = request.app.state.services
-    if await small_body(request, MAX_BODY) is None:
-        return PlainTextResponse("body too large\n", status_code=413, headers=HEADERS)
-    target = services.signer.verify("m", request.path_params["token"])
+    answered = await posted(request, "m")
+    if isinstance(answered, Response):
+        return answered
+    _, target = answered
     found = None
     if target is not None:
         found = await services.writer.run(notify.mute_message, target.message_id)

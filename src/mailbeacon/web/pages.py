@@ -10,9 +10,11 @@ import hashlib
 from typing import Any
 
 from markupsafe import Markup
-from starlette.responses import HTMLResponse
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from mailbeacon.web.views import TEMPLATES
+from mailbeacon.tracking.tokens import Kind, Signer, Target
+from mailbeacon.web.views import TEMPLATES, small_body
 
 MAX_BODY = 4096  # a form with one button; RFC 8058's body is 26 bytes
 STYLE = (
@@ -32,6 +34,16 @@ HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Robots-Tag": "noindex, nofollow",
 }
+
+
+async def posted(request: Request, kind: Kind) -> tuple[bytes, Target | None] | Response:
+    """A page's POST: its body and what its token names (None: forged or cut short); or the
+    ``413`` answer to a body over ``MAX_BODY``."""
+    body = await small_body(request, MAX_BODY)
+    if body is None:
+        return PlainTextResponse("body too large\n", status_code=413, headers=HEADERS)
+    signer: Signer = request.app.state.services.signer
+    return body, signer.verify(kind, request.path_params["token"])
 
 
 def page(template: str, status: int = 200, **values: Any) -> HTMLResponse:

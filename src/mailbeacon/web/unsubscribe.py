@@ -19,9 +19,8 @@ from starlette.routing import Route
 
 from mailbeacon import accounts
 from mailbeacon.send.suppressions import Subscriber, subscriber, unsubscribe
-from mailbeacon.web.pages import HEADERS, MAX_BODY, page
+from mailbeacon.web.pages import HEADERS, page, posted
 from mailbeacon.web.services import Services
-from mailbeacon.web.views import small_body
 
 
 def _page(state: str, found: Subscriber | None, status: int = 200) -> Response:
@@ -49,10 +48,10 @@ async def show(request: Request) -> Response:
 async def confirm(request: Request) -> Response:
     """Unsubscribe (again: nothing changes); a forged token records nothing."""
     services: Services = request.app.state.services
-    body = await small_body(request, MAX_BODY)
-    if body is None:
-        return PlainTextResponse("body too large\n", status_code=413, headers=HEADERS)
-    target = services.signer.verify("u", request.path_params["token"])
+    answered = await posted(request, "u")
+    if isinstance(answered, Response):
+        return answered
+    body, target = answered
     found = None
     if target is not None:
         found = await services.writer.run(unsubscribe, target.message_id, now=accounts.now_us())
