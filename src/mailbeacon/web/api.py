@@ -30,6 +30,7 @@ from mailbeacon.tracking.register import Envelope, Tracked, track_html
 from mailbeacon.tracking.tokens import Signer
 from mailbeacon.web.openapi import OPENAPI
 from mailbeacon.web.services import Services
+from mailbeacon.web.views import small_body
 
 MAX_BODY = 10 * 1024 * 1024
 MAX_RECIPIENTS = 1000
@@ -81,13 +82,10 @@ def _services(request: Request) -> Services:
 
 async def _json_body(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
+    too_large = declared.isdigit() and int(declared) > MAX_BODY  # refused before reading it
+    body = None if too_large else await small_body(request, MAX_BODY)
+    if body is None:
         raise ApiError(413, f"body too large: at most {MAX_BODY} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise ApiError(413, f"body too large: at most {MAX_BODY} bytes")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
