@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from mailbeacon.store import queries
 from mailbeacon.store.db import Conn, Row
 from mailbeacon.store.notify import EVENT_COLUMNS, Event
 
@@ -170,12 +171,14 @@ def mark_self(
 ) -> bool:
     """The sender says a hit of theirs was them: it becomes ``self``. False: no such hit."""
     row = conn.one(
-        "UPDATE hits SET verdict = 'self', agent = 'sender', confidence = 1.0, reasons = ?, "
-        "revised_by = 'marked_by_sender', revised_at = ? "
-        "WHERE id = ? AND message_id = ? AND user_id = ? RETURNING id",
-        (reasons, now, hit_id, message_id, user_id),
+        "SELECT 1 FROM hits WHERE id = ? AND message_id = ? AND user_id = ?",
+        (hit_id, message_id, user_id),
     )
-    return row is not None
+    if row is None:
+        return False
+    revised = queries.Revised(hit_id, "sender", 1.0, reasons)
+    queries.revise_hits(conn, [revised], "marked_by_sender", now, verdict="self")
+    return True
 
 
 class Kept(NamedTuple):

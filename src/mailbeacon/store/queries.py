@@ -536,14 +536,25 @@ def hits_near(
     return SettleContext(int(row[0]) if row else 0, [SettleHit(*r) for r in rows])
 
 
-def revise_hits(conn: Conn, revisions: Sequence[Any], rule: str, now: int) -> None:
-    """Make hits ``machine`` as settled by ``rule``; ``revisions`` have hit_id, agent,
-    confidence and reasons."""
+class Revised(NamedTuple):
+    """A hit's new agent, confidence and reasons (classify.settle.Revision has the same)."""
+
+    hit_id: int
+    agent: str
+    confidence: float
+    reasons: str
+
+
+def revise_hits(
+    conn: Conn, revisions: Sequence[Any], by: str, now: int, *, verdict: str = "machine"
+) -> None:
+    """Give hits a later verdict, ``machine`` unless said, revised ``by`` a rule of settling or
+    by the sender; ``revisions`` have hit_id, agent, confidence and reasons (``Revised``)."""
     if revisions:
         conn.executemany(
-            "UPDATE hits SET verdict = 'machine', agent = ?, confidence = ?, reasons = ?, "
+            "UPDATE hits SET verdict = ?, agent = ?, confidence = ?, reasons = ?, "
             "revised_by = ?, revised_at = ? WHERE id = ?",
-            [(r.agent, r.confidence, r.reasons, rule, now, r.hit_id) for r in revisions],
+            [(verdict, r.agent, r.confidence, r.reasons, by, now, r.hit_id) for r in revisions],
         )
 
 
