@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 # No emoji codes: a fingerprint's ":AB:" or a subject's ":x:" is printed as it is.
 console = Console(soft_wrap=True, emoji=False)
 errors = Console(stderr=True, soft_wrap=True, emoji=False)
+
+
+# What a terminal would obey rather than print, in text that came from a request or a message:
+# C0 and C1 control characters (ESC starts the sequences that clear the screen, retitle the
+# window or plant a hyperlink; CR overwrites a line) and the invisible and bidirectional ones
+# that make text read otherwise than it is (the dashboard shows these as code points too).
+_UNPRINTABLE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+
+
+def printable(text: str) -> str:
+    """``text`` with what a terminal would obey shown as its code point (``⟨U+001B⟩``)."""
+    return _UNPRINTABLE.sub(lambda found: f"⟨U+{ord(found.group()):04X}⟩", text)
 
 
 def fail(message: str) -> typer.Exit:

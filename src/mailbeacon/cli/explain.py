@@ -9,8 +9,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from mailbeacon import reports
-from mailbeacon.cli.common import acting_user, console, fail, open_db, print_json, with_settings
+from mailbeacon.cli.common import (
+    acting_user,
+    console,
+    fail,
+    open_db,
+    print_json,
+    printable,
+    with_settings,
+)
 from mailbeacon.settings import Settings
+
+
+def shown(text: str) -> str:
+    """Text from a recipient's request or the mail: never read as markup, and nothing in it a
+    terminal would obey."""
+    return escape(printable(text))
 
 
 @with_settings
@@ -29,14 +43,13 @@ def explain(
     if as_json:
         print_json(found)
         return
-    # Everything here came from a recipient's request: escaped, never read as markup.
     console.print(
-        f"{escape(found['subject'])} → {escape(found['recipient'])}, sent {found['sent_at']}: "
+        f"{shown(found['subject'])} → {shown(found['recipient'])}, sent {found['sent_at']}: "
         f"[bold]{found['state'].replace('_', ' ')}[/bold]"
     )
     table = Table("time", "kind", "verdict", "agent", "conf.", "client", "why")
     for hit in found["hits"]:
-        why = "\n".join(f"{r['rule']}: {r['why']}" for r in hit["reasons"])
+        why = "\n".join(shown(f"{r['rule']}: {r['why']}") for r in hit["reasons"])
         client = " ".join(filter(None, (hit["client"]["name"], hit["client"]["os"])))
         table.add_row(
             hit["time"],
@@ -44,7 +57,7 @@ def explain(
             hit["verdict"] + (f" (revised by {hit['revised_by']})" if hit["revised_by"] else ""),
             hit["agent"],
             f"{hit['confidence']:.2f}",
-            escape(client),
-            escape(why),
+            shown(client),
+            why,
         )
     console.print(table)

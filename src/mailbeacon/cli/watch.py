@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from mailbeacon.cli.common import acting_user, console, fail, open_db, with_settings
+from mailbeacon.cli.common import acting_user, console, fail, open_db, printable, with_settings
 from mailbeacon.notify.alerts import summary
 from mailbeacon.notify.events import EVENT_TYPES, payload
 from mailbeacon.notify.stream import PAGE, POLL, STREAM_TYPES
@@ -29,7 +29,7 @@ def _row(event: store.Event) -> list[Text]:
     seen = summary(event.type, event.created_at, json.loads(event.data))
     at = time.strftime("%H:%M:%S", time.localtime(event.created_at / 1e6))
     cells = [at, seen["what"], seen["recipient"], seen["subject"], seen["device"], seen["after"]]
-    return [Text(c, overflow="ellipsis", no_wrap=True) for c in cells]
+    return [Text(printable(c), overflow="ellipsis", no_wrap=True) for c in cells]
 
 
 def _table(rows: Iterable[list[Text]]) -> Table:
