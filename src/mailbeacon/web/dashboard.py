@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from mailbeacon import privacy, reports
@@ -29,6 +29,7 @@ from mailbeacon.store import notify, queries
 from mailbeacon.store import privacy as privacy_store
 from mailbeacon.store import webhooks as hooks
 from mailbeacon.web import charts
+from mailbeacon.web.api import ApiError
 from mailbeacon.web.auth import SignedIn, check_csrf, signed_in
 from mailbeacon.web.services import Services
 from mailbeacon.web.stream import event_stream, start_of
@@ -86,7 +87,10 @@ async def overview(request: Request, me: SignedIn) -> Response:
 async def live(request: Request, me: SignedIn) -> Response:
     """The signed-in user's stream (the API's ``/api/v1/stream``, over the session)."""
     services = _services(request)
-    after = await start_of(request, services, me.user_id)
+    try:
+        after = await start_of(request, services, me.user_id)
+    except ApiError as exc:  # a Last-Event-ID that is not one of ours: the API's answer
+        return PlainTextResponse(exc.message + "\n", status_code=exc.status)
     return event_stream(services, me.user_id, after, STREAM_TYPES)
 
 
@@ -305,7 +309,7 @@ ROUTES = [
     Route("/messages/{message_id}", message_page, methods=["GET"]),
     Route("/messages/{message_id}/hits/{hit_id:int}/mine", this_was_me, methods=["POST"]),
     Route("/campaigns", campaign_list, methods=["GET"]),
-    Route("/campaigns/{name}", campaign_page, methods=["GET"]),
+    Route("/campaigns/{name:path}", campaign_page, methods=["GET"]),  # a name may hold "/"
     Route("/settings", settings_page, methods=["GET"]),
     Route("/settings", save_settings, methods=["POST"]),
     Route("/settings/privacy", save_privacy, methods=["POST"]),
