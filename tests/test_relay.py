@@ -23,7 +23,7 @@ from mailbeacon.cli import app
 from mailbeacon.instrument.mime import html_parts
 from tests.conftest import SECRET
 from tests.support.postgres import TemporaryPostgres
-from tests.support.relay import Relay, User, crlf
+from tests.support.relay import Relay, User, crlf, raw_data
 from tests.support.upstream import Delivery, Upstream
 
 CORPUS = Path(__file__).parent / "corpus" / "mime"
@@ -315,3 +315,33 @@ def test_a_submission_asks_for_a_mode_and_each_recipient_gets_the_strictest(
     for copy in by_rcpt.values():
         found = json.loads(call(f"{relay.url}/api/v1/messages/{copy.message_id}", pat))
         assert found["tracking"] == "pseudonymous"
+
+
+SMUGGLED = (
+    b"MAIL FROM:<ceo@example.test>\r\nRCPT TO:<smuggled@example.test>\r\nDATA\r\n"
+    b"From: ceo@example.test\r\nSubject: smuggled\r\n\r\nPay this invoice.\r\n"
+)
+
+
+def test_a_dot_stuffed_end_of_data_leaves_the_relay_as_data_not_as_commands(relay: Relay) -> None:
+    """A line that is one dot ends the data unless it is stuffed ("..") on the wire: the relay
+    unstuffs it, and must stuff it again when it sends the copy on, or the upstream server
+    would end the message there and run what follows as commands of the relay's own."""
+    assert relay.upstream is not None
+    alice = relay.user()
+    to = f"reader.{alice.id}@example.test"
+    body = b"From: a@example.test\r\nSubject: dots\r\n\r\nHi\r\n..\r\n" + SMUGGLED
+    with relay.session(alice) as client:
+        client.mail(alice.email)
+        client.rcpt(to)
+        code, reply = raw_data(client, body + b".\r\n")
+        assert code == 250, reply
+    [copy] = relay.queued(alice)
+    assert b"\r\n.\r\nMAIL FROM:<ceo@example.test>" in copy.data  # unstuffed, as it is meant
+    deadline = time.monotonic() + 20
+    while not [d for d in relay.upstream.deliveries() if to in d.rcpt_tos]:
+        assert time.monotonic() < deadline, "the copy never reached the upstream server"
+        time.sleep(0.05)
+    [delivered] = [d for d in relay.upstream.deliveries() if to in d.rcpt_tos]
+    assert b"MAIL FROM:<ceo@example.test>" in delivered.data
+    assert not [d for d in relay.upstream.deliveries() if "smuggled@example.test" in d.rcpt_tos]

@@ -131,6 +131,18 @@ def test_it_advertises_its_size_limit_and_refuses_bigger_messages_with_552(
     assert relay.queued(alice) == []
 
 
+def test_a_login_name_with_line_breaks_cannot_write_lines_of_its_own_in_the_log(
+    relay: Relay,
+) -> None:
+    forged = "x@example.test\nWARNING mailbeacon: queued 1 copy for ceo@example.test"
+    with relay.session(None) as client:
+        plain = base64.b64encode(f"\0{forged}\0wrong".encode()).decode()
+        assert client.docmd("AUTH", f"PLAIN {plain}")[0] == 535
+    lines = relay.log().splitlines()
+    assert not [line for line in lines if line.startswith("WARNING mailbeacon: queued 1 copy")]
+    assert any(repr(forged) in line for line in lines)
+
+
 SMUGGLED = (
     b"MAIL FROM:<ceo@example.test>\r\nRCPT TO:<smuggled@example.test>\r\nDATA\r\n"
     b"From: ceo@example.test\r\nSubject: smuggled\r\n\r\nPay this invoice.\r\n"
@@ -139,7 +151,7 @@ SMUGGLED = (
 
 @pytest.mark.parametrize(
     "end",
-    [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r", b"\n"],
+    [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r", b"\n", b"\r.\n", b"\r"],
     ids=[
         "lf-dot-lf",
         "cr-dot-cr",
@@ -148,6 +160,8 @@ SMUGGLED = (
         "cr-dot-crlf",
         "crlf-dot-cr",
         "lf",
+        "cr-dot-lf",
+        "cr",
     ],
 )
 def test_a_bare_lf_or_cr_is_refused_so_nothing_can_be_smuggled(relay: Relay, end: bytes) -> None:

@@ -691,6 +691,30 @@ def test_the_guard_never_connects_to_a_private_address(url: str) -> None:
     assert network.asked == []
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://2130706433/",  # 127.0.0.1 as one decimal number
+        "http://0x7f000001/",  # … in hexadecimal
+        "http://0177.0.0.1/",  # … in octal
+        "http://0x7f.1/",  # … in mixed short form
+        "http://127.1/",
+        "http://0/",  # 0.0.0.0, which Linux connects to this machine
+        "http://[::]/",
+        "http://[0:0:0:0:0:ffff:7f00:1]/",  # 127.0.0.1 inside IPv6, written out
+        "http://[::ffff:a9fe:a9fe]/latest/meta-data/",  # the metadata address inside IPv6
+        "http://[2002:a9fe:a9fe::]/",  # … inside 6to4
+        "http://2852039166/latest/meta-data/",  # 169.254.169.254 as a decimal number
+        "http://LocalHost:9/",
+    ],
+)
+def test_the_guard_sees_through_every_spelling_of_a_private_address(url: str) -> None:
+    network = Network()
+    with pytest.raises(http.PrivateAddress):
+        post(url, network, allow_private=False)
+    assert network.asked == []
+
+
 def test_it_connects_to_the_address_it_checked_not_to_the_name_again(receiver: Receiver) -> None:
     """No second lookup for a DNS server to answer differently (rebinding)."""
     network = Network()
