@@ -1,7 +1,7 @@
 """The security corpus: hostile text through every route and into everything that shows it,
-forged and re-encoded tokens, open redirects, an outsider on every API route, brute force, and
-what test_relay_security.py and test_webhooks.py do not already try against the relay and the
-webhook guard.
+forged and re-encoded tokens, open redirects, an outsider on every API route, brute force. (SMTP
+smuggling is in test_relay_security.py and test_relay.py, the webhook guard's SSRF cases in
+test_webhooks.py.)
 
 Routes are read from the application itself, so a route added later is attacked too. Hostile
 strings are data (``tests/corpus/security/hostile.json``, each with why it is there). Everything
@@ -91,9 +91,8 @@ def _corpus() -> list[Hostile]:
 
 
 HOSTILE = _corpus()
-# Wrong answers this corpus found, to be fixed (they are listed in the final report of the
-# security review and in SECURITY.md's spirit: a request is answered, never a 500). Each entry
-# turns its test red once fixed (xfail_strict), so that it is taken out then.
+# Wrong answers this corpus found, to be fixed (a request is answered, never with a 500). Each
+# entry turns its test red once fixed (xfail_strict), so that it is taken out then.
 NUL_ON_POSTGRESQL = (
     "PostgreSQL's text cannot hold NUL: a NUL in a path, query or form value that reaches a "
     "query (message, campaign, address or webhook id, search, sign-in email) is a 500; "
