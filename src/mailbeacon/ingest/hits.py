@@ -14,6 +14,7 @@ from typing import Any
 from mailbeacon.classify.pipeline import Classifier
 from mailbeacon.classify.rules import Context, Hit, Kind, MessageFacts
 from mailbeacon.privacy import KEEP_ALL, Minimising
+from mailbeacon.text import storable
 from mailbeacon.tracking.tokens import Target
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -94,12 +95,7 @@ _STORED = (
 
 def clean(value: str, limit: int) -> str:
     """Bounded, storable text: no NUL (PostgreSQL refuses it), no lone surrogates."""
-    if not value:
-        return value
-    value = value[:limit]
-    if value.isascii():
-        return value.replace("\x00", "\ufffd")
-    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    return storable(value[:limit]) if value else value
 
 
 def hit_row(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -29,6 +28,7 @@ from mailbeacon.store import privacy as privacy_store
 from mailbeacon.store import queries
 from mailbeacon.store.db import Conn
 from mailbeacon.store.queries import NewMessage
+from mailbeacon.text import single_line
 from mailbeacon.tracking.register import Envelope, Tracked, track_eml
 from mailbeacon.tracking.tokens import Signer
 
@@ -45,7 +45,6 @@ _YES = frozenset({"yes", "on", "true", "1"})
 _NO = frozenset({"no", "off", "false", "0"})
 MAX_CAMPAIGN = 200  # as in the API
 MAX_SUBJECT = 998  # the longest header line RFC 5322 allows
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def refusal(raw: bytes) -> str | None:
 
 
 def message_id(raw: bytes) -> str:
-    return _clean(header(raw, "Message-ID") or "", 200) or "(no Message-ID)"
+    return single_line(header(raw, "Message-ID") or "", 200) or "(no Message-ID)"
 
 
 def wants_tracking(raw: bytes, default: bool) -> bool:
@@ -208,8 +207,8 @@ def _track(
         raise InstrumentError("The message has no HTML part to carry the pixel.")
     envelope = Envelope(
         sender=parseaddr(header(clean, "From") or "")[1] or submission.mail_from,
-        subject=_clean(header(clean, "Subject") or "", MAX_SUBJECT),
-        campaign=_clean(header(raw, CAMPAIGN_HEADER) or "", MAX_CAMPAIGN) or None,
+        subject=single_line(header(clean, "Subject") or "", MAX_SUBJECT),
+        campaign=single_line(header(raw, CAMPAIGN_HEADER) or "", MAX_CAMPAIGN) or None,
         sent_at=now,  # the deliverer sets it again when the upstream server accepts the copy
         sender_ip=submission.client_ip,
     )
@@ -225,9 +224,3 @@ def _untracked(submission: Submission, clean: bytes) -> list[Outgoing]:
         Outgoing(submission.user_id, None, submission.mail_from, rcpt, clean)
         for rcpt in submission.rcpt_tos
     ]
-
-
-def _clean(text: str, limit: int) -> str:
-    """A header's text fit to store and show: an encoded word can hide CR, LF or NUL (header
-    injection in whatever writes it into a header later, as in CPython CVE-2024-6923)."""
-    return _CONTROL.sub(" ", text).strip()[:limit]

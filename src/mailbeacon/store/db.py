@@ -18,6 +18,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 import psycopg
 
 from mailbeacon.store.migrations import MIGRATIONS
+from mailbeacon.text import storable, unstorable
 
 Dialect = Literal["sqlite", "postgresql"]
 Row = tuple[Any, ...]
@@ -46,7 +47,7 @@ class Conn:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = self.raw.cursor()
-        cur.execute(self._sql(sql), params)
+        cur.execute(self._sql(sql), _storable(params))
         return list(cur.fetchall()) if cur.description else []
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
@@ -54,7 +55,15 @@ class Conn:
         return rows[0] if rows else None
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self.raw.cursor().executemany(self._sql(sql), rows)
+        self.raw.cursor().executemany(self._sql(sql), (_storable(r) for r in rows))
+
+
+def _storable(params: Sequence[Any]) -> Sequence[Any]:
+    """Text that reached a query from a request (an id in a path, a search) can hold what no
+    store takes (``text.storable``): it becomes U+FFFD, and matches nothing, rather than fail."""
+    if any(isinstance(p, str) and unstorable(p) for p in params):
+        return [storable(p) if isinstance(p, str) else p for p in params]
+    return params
 
 
 class Database:

@@ -362,7 +362,9 @@ def _insert_sqlite(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
     for size in _CHUNKS:
         while len(rows) - start >= size:
             chunk = rows[start : start + size]
-            conn.execute(
+            # Straight to SQLite: hit rows are storable text already (ingest.hits.clean), and
+            # this is the pixel's path.
+            conn.raw.execute(
                 _sqlite_insert(size), [x for n, row in enumerate(chunk) for x in (n, *row)]
             )
             start += size

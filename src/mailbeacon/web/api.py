@@ -26,6 +26,7 @@ from mailbeacon.privacy import Mode, consent_url
 from mailbeacon.send import suppressions
 from mailbeacon.store import notify, queries
 from mailbeacon.store import privacy as privacy_store
+from mailbeacon.text import single_line, unstorable
 from mailbeacon.tracking.register import Envelope, Tracked, track_html
 from mailbeacon.tracking.tokens import Signer
 from mailbeacon.web.openapi import OPENAPI
@@ -113,6 +114,8 @@ def _text(data: dict[str, Any], field: str, *, required: bool, limit: int) -> st
         raise ApiError(422, f"{field}: expected a string")
     if len(value) > limit:
         raise ApiError(422, f"{field}: at most {limit} characters")
+    if unstorable(value):
+        raise ApiError(422, f"{field}: NUL and unpaired surrogates (\\ud800…) are not text")
     return value
 
 
@@ -149,7 +152,8 @@ async def create_messages(request: Request, user_id: int) -> Response:
     envelope = Envelope(
         sender=_address(data.get("from"), "from"),
         subject=_text(data, "subject", required=True, limit=998) or "",
-        campaign=_text(data, "campaign", required=False, limit=200),
+        # A name on one line, as the relay makes it: a page and a link can name it.
+        campaign=single_line(_text(data, "campaign", required=False, limit=200) or "", 200) or None,
         sent_at=_sent_at(data.get("sent_at")),
         sender_ip=_caller_ip(request),
     )
@@ -350,7 +354,7 @@ ROUTES = [
     Route("/api/v1/messages/{message_id}/mute", authenticated(mute), methods=["POST", "DELETE"]),
     Route("/api/v1/events", authenticated(list_events), methods=["GET"]),
     Route("/api/v1/bounces", authenticated(list_bounces), methods=["GET"]),
-    Route("/api/v1/campaigns/{name}/stats", authenticated(campaign_stats), methods=["GET"]),
+    Route("/api/v1/campaigns/{name:path}/stats", authenticated(campaign_stats), methods=["GET"]),
     Route("/api/v1/recipients/{address}/stats", authenticated(recipient_stats), methods=["GET"]),
     Route("/api/v1/self-mark", authenticated(self_mark), methods=["POST"]),
     Route("/api/v1/suppressions", authenticated(list_suppressions), methods=["GET"]),
