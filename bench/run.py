@@ -855,7 +855,8 @@ def soak_report(run: Soak) -> list[str]:
             f"{load.p50_ms:.2f} ms",
             f"{load.p99_ms:.2f} ms",
             f"{run.run.per_million_hits(run.run.cpu_seconds):.1f}",
-            f"{_yes(run.run.complete)} ({run.run.recorded:,} of {load.answered:,})",
+            f"{_yes(run.run.complete)} (hits {run.run.recorded:,} "
+            f"{'≥' if run.run.complete else '<'} answered {load.answered:,})",
         ]
     ]
     memory = [
