@@ -16,10 +16,16 @@ import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
+from mailbeacon import accounts
+from mailbeacon.classify.apple import AppleEgress
+from mailbeacon.classify.pipeline import Classifier
 from mailbeacon.cli import app
+from mailbeacon.ingest.hits import hit_row
 from mailbeacon.privacy import Minimising, strictest, truncate
 from mailbeacon.settings import Settings
+from mailbeacon.store import queries
 from mailbeacon.store.db import Database
+from mailbeacon.tracking.tokens import Target
 from mailbeacon.web.app import App
 from mailbeacon.web.services import Services
 from tests.conftest import PEER, Persona, path_of, send
@@ -294,3 +300,19 @@ def test_a_campaign_template_links_to_the_consent_page_untracked(
     found = client.get(f"/api/v1/recipients/{rcpt}/consent", headers=alice.auth).json()
     assert (found["consent"]["state"], found["consent"]["source"]) == ("granted", "link")
     assert message_id
+
+
+def test_the_store_keeps_no_address_for_a_message_not_in_full_whatever_path_the_hit_took(
+    client: TestClient, alice: Persona, db: Database, settings: Settings
+) -> None:
+    """A hit classified without its message (it could not be read) carries everything; storing
+    it keeps what the message's mode allows."""
+    message = copy(client, alice, tracking="pseudonymous")
+    classifier = Classifier(AppleEgress(settings.data, override=settings.apple_egress))
+    row = hit_row(
+        classifier, Target(message["id"], None), "open", at=accounts.now_us(), method="GET",
+        ip="198.51.100.9", headers={"user-agent": THUNDERBIRD}, message=None,
+    )  # fmt: skip
+    assert (row[5], row[6]) == ("198.51.100.9", THUNDERBIRD)  # as made: everything
+    db.write(lambda conn: queries.insert_hits(conn, [row]))
+    assert stored(db, "SELECT ip, user_agent FROM hits") == [("", "")]

@@ -115,8 +115,8 @@ def hit_row(
     and ``keep`` keep of it; ``headers`` has lower-case names.
 
     ``message`` is what is known of the hit's message (None if it could not be read: the hit
-    is classified without it, and kept as a pseudonymous one); ``self_user`` the user a
-    sender's browser mark names.
+    is classified without it, and the statement that stores it keeps what its message's mode
+    allows); ``self_user`` the user a sender's browser mark names.
     """
     method = clean(method, 16)
     stored = [clean(headers.get(name) or "", limit) for name, limit in _STORED]
@@ -132,4 +132,4 @@ def hit_row(
         *(outcome.verdict, outcome.agent, outcome.confidence, outcome.reasons_json),
         *(outcome.client, outcome.client_type, outcome.os),
     )
-    return keep.row(row, message.tracking if message is not None else "pseudonymous")
+    return keep.row(row, message.tracking if message is not None else "full")

@@ -192,10 +192,24 @@ _CHUNKS = (512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
 # with the arrays sent in binary (psycopg dumps them three times faster than as text).
 
 
+# What says who fetched is stored for messages tracked in full only (privacy). A hit row is
+# already made so (ingest.hits); the statement makes sure of it whatever path a row came by (a
+# hit answered while its message could not be read, spooled, stored later).
+_WHO = frozenset({"ip", "user_agent", "accept", "accept_language", "referer", "via", "purpose"})
+
+
+def _stored(columns: Sequence[str]) -> str:
+    """The select list of an insert into hits: ``columns`` beside HIT_FIELDS, messages as m."""
+    return ", ".join(
+        f"CASE WHEN m.tracking = 'full' THEN {c} ELSE '' END" if f in _WHO else c
+        for f, c in zip(_FIELDS, columns, strict=True)
+    )
+
+
 @lru_cache(maxsize=len(_CHUNKS))
 def _sqlite_insert(size: int) -> str:
     row = "(" + ", ".join(["?"] * (len(_FIELDS) + 1)) + ")"
-    columns = ", ".join(f"v.column{i + 2}" for i in range(len(_FIELDS)))
+    columns = _stored([f"v.column{i + 2}" for i in range(len(_FIELDS))])
     return (
         f"INSERT INTO hits (user_id, {HIT_FIELDS}) SELECT m.user_id, {columns} "
         f"FROM (VALUES {', '.join([row] * size)}) AS v "
@@ -227,7 +241,7 @@ _OUTBOX = (
 _SETTLE_QUEUE = "INSERT INTO settle_queue (hit_id) SELECT id FROM {hits} WHERE kind = 'click'"
 PG_INSERT_HITS = (
     f"WITH inserted AS (INSERT INTO hits (user_id, {HIT_FIELDS}) "
-    f"SELECT m.user_id, {', '.join('v.' + f for f in _FIELDS)} "
+    f"SELECT m.user_id, {_stored(['v.' + f for f in _FIELDS])} "
     "FROM unnest("
     + ", ".join(f"%s::{t}[]" for t in _PG_TYPES)
     + f") WITH ORDINALITY AS v({HIT_FIELDS}, n) "
@@ -248,7 +262,7 @@ _PG_INCOMING = (
 )
 _PG_FROM_INCOMING = (
     f"WITH inserted AS (INSERT INTO hits (user_id, {HIT_FIELDS}) "
-    f"SELECT m.user_id, {', '.join('i.' + f for f in _FIELDS)} "
+    f"SELECT m.user_id, {_stored(['i.' + f for f in _FIELDS])} "
     "FROM hits_incoming i JOIN messages m ON m.id = i.message_id ORDER BY i.n "
     f"RETURNING id, kind) {_SETTLE_QUEUE.format(hits='inserted')}"
 )
