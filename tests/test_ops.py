@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import psycopg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from mailbeacon.settings import Settings
+from mailbeacon.store.db import Database
 from mailbeacon.web.app import App
 from mailbeacon.web.services import Services
 from tests.conftest import Persona, path_of, send
@@ -57,3 +60,15 @@ def test_metrics_count_hits_by_verdict_and_show_the_queues(
     assert found["mailbeacon_hit_batches_failed_total", ()] == 0
     for queue in ("outbound", "deliveries", "deliveries_failed", "hit_outbox", "webhooks_disabled"):
         assert (f"mailbeacon_queue_{queue}", ()) in found
+
+
+def test_a_read_after_the_server_ended_the_connection_is_answered(db: Database) -> None:
+    """After a restart or a failover, each reader's connection is dead: the first read through
+    it is made again on a new one (a node is ready again at once, /readyz says so)."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite has no server to end a connection")
+    mine = db.read(lambda conn: conn.one("SELECT pg_backend_pid()"))
+    assert mine is not None
+    with psycopg.connect(db.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (mine[0],))
+    assert db.read(lambda conn: conn.one("SELECT 1")) == (1,)

@@ -117,18 +117,29 @@ class Database:
             return fn(conn, *args, **kw)
 
     def read(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kw: P.kwargs) -> T:
-        """Run ``fn(conn, ...)`` on this thread's read connection."""
+        """Run ``fn(conn, ...)`` on this thread's read connection. A connection the server
+        ended since its last use (a restart, a failover) is replaced and the read tried once
+        more: reads are idempotent, and the first after an outage should not fail for it."""
+        while True:
+            conn, fresh = self._reader()
+            try:
+                return fn(conn, *args, **kw)
+            except DatabaseError:
+                ended = isinstance(conn.raw, psycopg.Connection) and conn.raw.broken
+                self._local.conn = None  # a broken connection is not reused
+                conn.raw.close()
+                if fresh or not ended:
+                    raise
+
+    def _reader(self) -> tuple[Conn, bool]:
+        """This thread's read connection, and whether it was made just now."""
         conn: Conn | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.connect(autocommit=True)
-            with self._lock:
-                self._readers.append(conn)
-        try:
-            return fn(conn, *args, **kw)
-        except DatabaseError:
-            self._local.conn = None  # a broken connection is not reused: the next read reconnects
-            conn.raw.close()
-            raise
+        if conn is not None:
+            return conn, False
+        conn = self._local.conn = self.connect(autocommit=True)
+        with self._lock:
+            self._readers.append(conn)
+        return conn, True
 
     def __enter__(self) -> Database:
         return self
