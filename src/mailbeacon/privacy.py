@@ -67,6 +67,8 @@ class Minimising:
     def row(self, row: Sequence[Any], tracking: str) -> tuple[Any, ...]:
         """A classified hit row as stored: what ``tracking`` and these settings keep of who
         fetched (classification has already seen everything)."""
+        if tracking == "full" and not self.ip_prefix and self.keep_user_agents:
+            return tuple(row)  # the pixel's usual path: nothing to take out
         kept = list(row)
         if tracking != "full":
             kept[_IP] = ""
