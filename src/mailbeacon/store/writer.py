@@ -214,7 +214,9 @@ class Writer:
                     except Exception as exc:  # an outage: another hour
                         log.warning("could not forget old hit batches (%s)", _why(exc))
                 continue
-            chunk = spool.oldest(1 if spool.oldest(1)[0].seq <= careful_until else DRAIN_BATCH)
+            chunk = spool.oldest(1 if careful_until else DRAIN_BATCH)
+            if chunk[-1].seq >= careful_until:  # past the chunk refused: whole chunks again
+                careful_until = 0
             started = time.perf_counter()
             try:
                 await self._store_spooled(spool.id, chunk)
