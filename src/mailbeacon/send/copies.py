@@ -91,13 +91,8 @@ class CopyMaker:
             rendered.text, unsubscribe_url=unsubscribe, date=datetime.fromtimestamp(now / 1e6, UTC),
         )  # fmt: skip
         envelope = Envelope(self.sender.addr_spec, rendered.subject, self.campaign, sent_at=now)
-        message = tracker.result(recipient.address, envelope).message
-        if message is None:  # not tracked, but registered: its unsubscribe link names it
-            message = NewMessage(
-                message_id, recipient.address, self.campaign, self.sender.addr_spec,
-                rendered.subject, now, (), tracking="off",
-            )  # fmt: skip
-        return Copy(recipient, message, data)
+        # Registered even with tracking off: its unsubscribe link names it.
+        return Copy(recipient, tracker.message(recipient.address, envelope), data)
 
     def make_all(self, recipients: Sequence[Recipient], modes: Mapping[str, Mode]) -> Made:
         copies = []

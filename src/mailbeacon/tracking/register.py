@@ -99,7 +99,13 @@ class Tracker:
     ) -> Tracked:
         if self.mode == "off":
             return Tracked(recipient, None, None, (), html=html, eml=eml)
-        message = NewMessage(
+        message = self.message(recipient, envelope)
+        return Tracked(recipient, message, self.pixel_url, tuple(self.tracked), html=html, eml=eml)
+
+    def message(self, recipient: str, envelope: Envelope) -> NewMessage:
+        """The message to register (with tracking off, one that only its unsubscribe link and
+        its delivery name: a campaign's)."""
+        return NewMessage(
             id=self.message_id,
             recipient=ANONYMOUS if self.mode == "anonymous" else recipient,
             campaign=envelope.campaign,
@@ -110,7 +116,6 @@ class Tracker:
             sender_ip=envelope.sender_ip,
             tracking=self.mode,
         )
-        return Tracked(recipient, message, self.pixel_url, tuple(self.tracked), html=html, eml=eml)
 
 
 def _trackers(
