@@ -32,6 +32,12 @@ class Software:
         return self.family in builtin().browsers
 
 
+def warm() -> None:
+    """Build ua-parser's resolver now: it is built on first use, which took 130–160 ms here, a
+    stall for every request in hand if that use is a request's."""
+    ua_parser.parse("")
+
+
 @lru_cache(maxsize=8192)
 def software(user_agent: str) -> Software:
     """The parsed User-Agent; cached, since a few agents make most of the traffic."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from mailbeacon.classify import clients
 from mailbeacon.classify.apple import Refresher
 from mailbeacon.relay.server import RelayServer
 from mailbeacon.web.api import ROUTES as API_ROUTES
@@ -58,6 +60,21 @@ async def mark_browser(request: Request) -> Response:
     return response
 
 
+def _settle_in() -> None:
+    """Make now what the first requests would wait on, and take what is made so far out of the
+    garbage collector's sight.
+
+    Every full collection walks every object the collector tracks; the modules, regexes and
+    networks loaded at start are about 100k of them. Under load the pixel's short-lived objects
+    set off a full collection every second or so, each 40–50 ms on the event loop: at half of
+    peak load (11k req/s, SQLite, h2load) the p99 was 47 ms with them and 12 ms once frozen.
+    Garbage is collected first, so that only what lives is frozen.
+    """
+    clients.warm()
+    gc.collect()
+    gc.freeze()
+
+
 class App:
     """Dispatches ``/o/`` and ``/c/`` to the raw tracking routes, all else to Starlette."""
 
@@ -84,6 +101,7 @@ class App:
             services.retention.start()
             refresher = Refresher(services.apple).start()
             relay = await RelayServer.start(services) if services.settings.smtp_listen else None
+            _settle_in()
             try:
                 yield
             finally:
