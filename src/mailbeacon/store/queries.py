@@ -189,7 +189,8 @@ _CHUNKS = (512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
 # SQLite: one INSERT of many VALUES rows a chunk: a single statement step, where executemany
 # would step (and release the GIL) once a row.
 # PostgreSQL, live: one INSERT of the batch as arrays, one array a column: a single round trip,
-# with the arrays sent in binary (psycopg dumps them three times faster than as text).
+# with the arrays sent in binary: ``%b``, since ``%s`` has psycopg dump lists of text as text,
+# escaping each element by regular expression (930 µs a batch of 31 hits against 150 µs).
 
 
 # What says who fetched is stored for messages tracked in full only (privacy). A hit row is
@@ -243,7 +244,7 @@ PG_INSERT_HITS = (
     f"WITH inserted AS (INSERT INTO hits (user_id, {HIT_FIELDS}) "
     f"SELECT m.user_id, {_stored(['v.' + f for f in _FIELDS])} "
     "FROM unnest("
-    + ", ".join(f"%s::{t}[]" for t in _PG_TYPES)
+    + ", ".join(f"%b::{t}[]" for t in _PG_TYPES)
     + f") WITH ORDINALITY AS v({HIT_FIELDS}, n) "
     "JOIN messages m ON m.id = v.message_id ORDER BY v.n "
     "RETURNING id, user_id, message_id, at, verdict, kind), "
@@ -278,7 +279,7 @@ async def insert_hits_async(
 ) -> None:
     """``insert_live_hits`` on the server's asynchronous PostgreSQL connection, marked as the
     batch ``batch`` (``hit_batches``)."""
-    async with conn.cursor(binary=True) as cur:
+    async with conn.cursor() as cur:
         await cur.execute(
             PG_INSERT_HITS, [*pg_hit_columns(rows), batch, time.time_ns() // 1000, hold, hold]
         )
