@@ -88,3 +88,17 @@ def test_no_string_verifies_by_chance(token: str) -> None:
 
 def test_no_message_id_starts_like_a_command_line_option() -> None:
     assert not any(new_message_id().startswith("-") for _ in range(5000))
+
+
+def test_tokens_issued_before_still_verify_and_are_signed_the_same() -> None:
+    # Signed with hmac.digest, as every token was before 2026-12-01: mail already sent has them.
+    signer = Signer([SECRET])
+    mid = "AAECAwQFBgcICQoL"
+    pixel, click = (
+        "AAECAwQFBgcICQoLSl3_vw3bAtrvB5EHqAHGMpA",
+        "AAECAwQFBgcICQoLSgAHl4KMsEgOjU_UV9EQvk3WeA",
+    )
+    assert signer.verify("o", pixel) == Target(mid, None)
+    assert signer.verify("c", click) == Target(mid, 7)
+    assert (signer.sign("o", mid), signer.sign("c", mid, 7)) == (pixel, click)
+    assert signer.verify_mark("AAAAAAAAACpKYvcUwRMTP6euGybzXo-5JQ") == 42
