@@ -37,6 +37,7 @@ import anyio.to_thread
 import psycopg
 
 from mailbeacon.store import queries
+from mailbeacon.store.checkpoint import Checkpointer
 from mailbeacon.store.db import Conn, Database
 from mailbeacon.store.spool import Spool
 
@@ -87,11 +88,15 @@ class Writer:
         self._flushing: asyncio.Task[None] | None = None
         self._sqlite: Conn | None = None
         self._pg: psycopg.AsyncConnection[Any] | None = None
+        self._checkpointer: Checkpointer | None = None  # SQLite, once started
         self._closing: set[asyncio.Future[None]] = set()  # dropped connections being closed
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if self.db.dialect == "sqlite":
+            self._checkpointer = Checkpointer(self.db)
+            self._checkpointer.start()
         if self.spool_path is not None:
             self.spool = Spool(self.spool_path)
             if self.spool.size:
@@ -119,6 +124,9 @@ class Writer:
                 log.warning("%d hits stay in the spool for the next start", self.spool.size)
             self.spool.close()
             self.spool = None
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
+            self._checkpointer = None
         if self._sqlite is not None:
             self._sqlite.raw.close()
             self._sqlite = None
@@ -281,6 +289,8 @@ class Writer:
     def _sqlite_transaction(self, fn: Callable[[Conn], T]) -> T:
         if self._sqlite is None:
             self._sqlite = self.db.connect()
+            if self._checkpointer is not None:  # it checkpoints, not the event loop
+                self._sqlite.raw.execute("PRAGMA wal_autocheckpoint=0")
         try:
             with self.db.transaction(self._sqlite) as conn:
                 return fn(conn)
