@@ -48,3 +48,33 @@ def test_a_running_writer_leaves_checkpoints_to_its_checkpointer(db: Database) -
     assert before_start == (1000,)
     assert running == (0,)
     assert copied >= main + FILLER  # the WAL reached the database file all the same
+
+
+def test_the_wal_starts_over_while_the_writer_keeps_committing(db: Database) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip("PostgreSQL checkpoints on its own")
+    chunk = 128 * 1024
+
+    def write(conn: Conn) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
+        conn.execute("INSERT INTO filler VALUES (?)", (os.urandom(chunk),))
+
+    async def run() -> tuple[int, int]:
+        writer = Writer(db)
+        writer.start()
+        try:
+            written = largest = 0
+            ends = time.monotonic() + 3.5  # three rounds of the checkpointer and more
+            while time.monotonic() < ends:  # commit after commit, as under load
+                await writer.run(write)
+                written += chunk
+                largest = max(largest, os.path.getsize(db.url + "-wal"))
+                await asyncio.sleep(0)
+            return written, largest
+        finally:
+            await writer.stop()
+
+    # About a second of commits at most, not all of them: after each round the writer copies
+    # the few frames left, and its next commit starts the WAL over.
+    written, largest = asyncio.run(run())
+    assert largest < written / 2

@@ -293,12 +293,24 @@ class Writer:
                 self._sqlite.raw.execute("PRAGMA wal_autocheckpoint=0")
         try:
             with self.db.transaction(self._sqlite) as conn:
-                return fn(conn)
+                done = fn(conn)
         except BaseException:
             # The connection may be broken (disk gone); the next transaction reconnects.
             conn, self._sqlite = self._sqlite, None
             conn.raw.close()
             raise
+        self._checkpoint_tail(conn)
+        return done
+
+    def _checkpoint_tail(self, conn: Conn) -> None:
+        """After the checkpointer's round, the frames committed since (store.checkpoint)."""
+        checkpointer = self._checkpointer
+        if checkpointer is None or not checkpointer.tail_due:
+            return
+        try:
+            checkpointer.tail(conn)
+        except sqlite3.Error as exc:  # the hits are stored: only the WAL stays longer
+            log.warning("could not checkpoint the WAL's tail (%s)", _why(exc))
 
 
 def _why(exc: BaseException) -> str:
