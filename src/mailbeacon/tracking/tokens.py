@@ -69,12 +69,16 @@ class _Key:
     every tracking request checks a tag, in 0.7 µs this way against 2.4 µs by
     :func:`hmac.digest` here. The tags are HMAC-SHA256's (tests.test_tokens)."""
 
-    __slots__ = ("_inner", "_outer")
+    __slots__ = ("_inner", "_key", "_outer")
 
     def __init__(self, key: bytes) -> None:
+        self._key = key
         block = key.ljust(hashlib.sha256().block_size, b"\0")  # a derived key: 32 bytes
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def __reduce__(self) -> tuple[type[_Key], tuple[bytes]]:
+        return _Key, (self._key,)  # a Signer goes to the processes that make a campaign's copies
 
     def tag(self, message: bytes) -> bytes:
         """The first ``TAG_BYTES`` of the message's HMAC."""
