@@ -61,4 +61,12 @@ class ServerProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         os.killpg(self.process.pid, sig)
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # Where it is stuck: serve writes every thread's stack to its log on SIGUSR1.
+            os.kill(self.process.pid, signal.SIGUSR1)
+            time.sleep(1)
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+            raise AssertionError(f"serve did not stop:\n{self.log.read_text()[-20000:]}") from None

@@ -3,12 +3,14 @@
 Embedding keeps one process and one event loop: the hit writer, and later the SMTP relay and
 background workers, live beside the HTTP server. SIGTERM and SIGINT stop it gracefully: granian
 stops accepting, the ASGI lifespan shuts down, and the writer commits what is queued before the
-process exits.
+process exits. SIGUSR1 writes every thread's stack to standard error, for a server that seems
+stuck.
 """
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import signal
 from typing import Any
 
@@ -23,6 +25,8 @@ from mailbeacon.web.tracking import Receive, Scope, Send
 def serve(app: App, host: str, port: int, log_config: dict[str, Any] | None = None) -> None:
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         await app(scope, receive, send)
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     async def main() -> None:
         server = Server(
