@@ -24,8 +24,11 @@ class Background:
 
     async def _woken(self, timeout: float | None = None) -> None:
         """Until poked (or ``timeout`` seconds have passed); the poke is then used up."""
+        # Not asyncio.wait_for: on Python 3.11 a wait that ends as it is cancelled swallows the
+        # cancellation, and ``stop`` then waits for ever (tests.test_background).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
         self._wake.clear()
 
     async def stop(self) -> None:

@@ -51,5 +51,6 @@ async def follow(
             if len(events) == PAGE:
                 continue
         yield None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), poll)
+        with contextlib.suppress(TimeoutError):  # not wait_for: see background._woken
+            async with asyncio.timeout(poll):
+                await woken.wait()

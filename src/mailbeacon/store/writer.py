@@ -211,8 +211,9 @@ class Writer:
         careful_until = 0  # after a refused chunk: one hit at a time up to here
         while True:
             if not spool.size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._spooled.wait(), 3600)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see background._woken
+                    async with asyncio.timeout(3600):
+                        await self._spooled.wait()
                 self._spooled.clear()
                 if not spool.size and self.db.dialect == "postgresql":
                     try:
