@@ -11,6 +11,17 @@ import logging
 log = logging.getLogger(__name__)
 
 
+async def woken(event: asyncio.Event, timeout: float | None) -> None:
+    """Until ``event`` is set, or ``timeout`` seconds have passed.
+
+    Not asyncio.wait_for: on Python 3.11 a wait that ends as it is cancelled swallows the
+    cancellation, and a task being stopped goes on for ever (tests.test_background).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+
+
 class Background:
     def __init__(self) -> None:
         self._wake = asyncio.Event()
@@ -24,11 +35,7 @@ class Background:
 
     async def _woken(self, timeout: float | None = None) -> None:
         """Until poked (or ``timeout`` seconds have passed); the poke is then used up."""
-        # Not asyncio.wait_for: on Python 3.11 a wait that ends as it is cancelled swallows the
-        # cancellation, and ``stop`` then waits for ever (tests.test_background).
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
+        await woken(self._wake, timeout)
         self._wake.clear()
 
     async def stop(self) -> None:

@@ -15,6 +15,8 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 
+from mailbeacon.background import woken
+
 log = logging.getLogger(__name__)
 
 
@@ -99,6 +101,4 @@ class Worker:
 
     async def _sleep(self) -> None:
         """Until poked, or ``poll`` seconds."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.poll):
-                await self._wake.wait()
+        await woken(self._wake, self.poll)

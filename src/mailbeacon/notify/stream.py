@@ -9,9 +9,9 @@ what other nodes published.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from mailbeacon import background
 from mailbeacon.store import notify as store
 
 POLL = 1.0  # seconds
@@ -42,7 +42,7 @@ async def follow(
     """The events past ``after`` as they come; None after each quiet look (a heartbeat's
     chance)."""
     while True:
-        woken = hub.next_wake()
+        wake = hub.next_wake()
         events = await read(after, PAGE)
         for event in events:
             yield event
@@ -51,6 +51,4 @@ async def follow(
             if len(events) == PAGE:
                 continue
         yield None
-        with contextlib.suppress(TimeoutError):  # not wait_for: see background._woken
-            async with asyncio.timeout(poll):
-                await woken.wait()
+        await background.woken(wake, poll)

@@ -36,6 +36,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import anyio.to_thread
 import psycopg
 
+from mailbeacon.background import woken
 from mailbeacon.store import queries
 from mailbeacon.store.checkpoint import Checkpointer
 from mailbeacon.store.db import Conn, Database
@@ -211,9 +212,7 @@ class Writer:
         careful_until = 0  # after a refused chunk: one hit at a time up to here
         while True:
             if not spool.size:
-                with contextlib.suppress(TimeoutError):  # not wait_for: see background._woken
-                    async with asyncio.timeout(3600):
-                        await self._spooled.wait()
+                await woken(self._spooled, 3600)
                 self._spooled.clear()
                 if not spool.size and self.db.dialect == "postgresql":
                     try:

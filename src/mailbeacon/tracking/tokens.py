@@ -100,13 +100,13 @@ class Signer:
     """Signs with the first secret of the keyring; verifies with any of them."""
 
     def __init__(self, secrets_newest_first: Iterable[str]) -> None:
-        keyring = [_derive(secret) for secret in secrets_newest_first]
+        keyring = [(kid, _Key(key)) for kid, key in map(_derive, secrets_newest_first)]
         if not keyring:
             raise ValueError("a Signer needs at least one secret")
-        self._current = keyring[0][0], _Key(keyring[0][1])
+        self._current = keyring[0]
         self._keys: dict[int, list[_Key]] = {}
         for kid, key in keyring:
-            self._keys.setdefault(kid, []).append(_Key(key))
+            self._keys.setdefault(kid, []).append(key)
 
     def sign(self, kind: Kind, message_id: str, link: int | None = None) -> str:
         mid = _b64decode(message_id)
